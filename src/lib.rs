@@ -1,0 +1,12 @@
+//! flashfleet: firmware upgrades for fleets of OpenWrt routers, and through custom upgraders any
+//! embedded Linux device, over SSH.
+//!
+//! This umbrella crate re-exports the library crates under short names, so an embedding
+//! controller can depend on one crate. Each module is the crate of one concern; see
+//! `ARCHITECTURE.md` for how they fit together.
+//!
+//! Nothing is defined here: every item lives in one of the re-exported crates.
+
+pub use flashfleet_boards as boards;
+//DB pub use flashfleet_db as db;
+pub use flashfleet_models as models;
