@@ -8,5 +8,5 @@
 //! Nothing is defined here: every item lives in one of the re-exported crates.
 
 pub use flashfleet_boards as boards;
-//DB pub use flashfleet_db as db;
+pub use flashfleet_db as db;
 pub use flashfleet_models as models;

@@ -1,0 +1,680 @@
+//! [`UpgradeRepository`] on the database: mass upgrades, upgrade operations and the queries
+//! that pick the devices of a mass upgrade.
+//!
+//! Every status change is a guarded update: it applies only if the row is still what the caller
+//! read (`status = 'in-progress'` and the same `modified`), re-reading and re-checking the
+//! status machine when another writer got there first. A worker's progress can therefore never
+//! turn a cancelled operation back to `in-progress` (upstream §9.2).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use flashfleet_models::repository::{
+    BatchFilter, Completion, OperationFilter, ProgressUpdate, UpgradeCandidate, UpgradeRepository,
+};
+use flashfleet_models::upgrade_operation::{CANCELLED_BY_USER, append_log, check_cancel};
+use flashfleet_models::{
+    BatchCounters, BatchId, BatchStatus, BatchUpgradeOperation, Build, DeviceFirmware,
+    DeviceGroupId, DeviceId, OperationId, OrganizationId, Page, PageRequest, RepoError, RepoResult,
+    Scope, UpgradeOperation, UpgradePhase, UpgradeStatus, time,
+};
+
+use crate::directory::{scope_ids, scope_includes_shared};
+use crate::error::DbError;
+use crate::pool::{Db, with_conn, with_transaction};
+use crate::rows::{
+    BatchRow, DeviceFirmwareRow, DeviceRow, OperationRow, convert_all, id_text, naive,
+};
+use crate::schema::{
+    batch_upgrade_operations, builds, categories, device_firmwares, devices, firmware_images,
+    organizations, upgrade_operations,
+};
+
+const IN_PROGRESS: &str = "in-progress";
+/// How often a guarded update re-reads a row that changed under it before giving up.
+const GUARDED_UPDATE_ATTEMPTS: usize = 5;
+
+/// What a guarded update of an operation does with the row it read.
+enum OperationChange {
+    /// Write this row (its status and `modified` were checked against the stored one).
+    Write(Box<OperationRow>),
+    /// Refuse with this error.
+    Refuse(RepoError),
+}
+
+#[async_trait]
+impl UpgradeRepository for Db {
+    async fn insert_batch(
+        &self,
+        batch: &BatchUpgradeOperation,
+    ) -> RepoResult<BatchUpgradeOperation> {
+        let row = BatchRow::from_model(batch);
+        Ok(with_conn!(self, |connection| {
+            let stored = diesel::insert_into(batch_upgrade_operations::table)
+                .values(&row)
+                .returning(BatchRow::as_returning())
+                .get_result(connection)
+                .await?;
+            stored.into_model()
+        })?)
+    }
+
+    async fn batch(&self, scope: &Scope, id: BatchId) -> RepoResult<Option<BatchUpgradeOperation>> {
+        let found = with_conn!(self, |connection| {
+            let row = batch_upgrade_operations::table
+                .inner_join(builds::table.inner_join(categories::table))
+                .filter(batch_upgrade_operations::id.eq(id_text(id)))
+                .select((BatchRow::as_select(), categories::organization_id))
+                .first::<(BatchRow, Option<String>)>(connection)
+                .await
+                .optional()?;
+            row.map(|(batch, organization_id)| {
+                let organization_id = organization_id
+                    .map(|id| crate::rows::parse_id::<OrganizationId>(&id))
+                    .transpose()?;
+                Ok((batch.into_model()?, organization_id))
+            })
+            .transpose()
+        })?;
+        Ok(found
+            .filter(|(_, organization_id)| scope.contains(*organization_id))
+            .map(|(batch, _)| batch))
+    }
+
+    async fn list_batches(
+        &self,
+        scope: &Scope,
+        filter: &BatchFilter,
+        page: PageRequest,
+    ) -> RepoResult<Page<BatchUpgradeOperation>> {
+        let ids = scope_ids(scope);
+        let shared = scope_includes_shared(scope);
+        Ok(with_conn!(self, |connection| {
+            let filtered = || {
+                let mut query = batch_upgrade_operations::table
+                    .inner_join(builds::table.inner_join(categories::table))
+                    .into_boxed();
+                if let Some(ids) = &ids {
+                    query = if shared {
+                        query.filter(
+                            categories::organization_id
+                                .eq_any(ids.clone())
+                                .or(categories::organization_id.is_null()),
+                        )
+                    } else {
+                        query.filter(categories::organization_id.eq_any(ids.clone()))
+                    };
+                }
+                if let Some(build_id) = filter.build_id {
+                    query = query.filter(batch_upgrade_operations::build_id.eq(id_text(build_id)));
+                }
+                if let Some(status) = filter.status {
+                    query = query.filter(batch_upgrade_operations::status.eq(status.as_str()));
+                }
+                if let Some(slug) = &filter.organization_slug {
+                    let organization = organizations::table
+                        .filter(organizations::slug.eq(slug.clone()))
+                        .select(organizations::id.nullable());
+                    query = query.filter(categories::organization_id.eq_any(organization));
+                }
+                query
+            };
+            let count: i64 = filtered().count().get_result(connection).await?;
+            let rows = filtered()
+                .order((
+                    batch_upgrade_operations::created.desc(),
+                    batch_upgrade_operations::id.asc(),
+                ))
+                .limit(page.limit_i64())
+                .offset(page.offset_i64())
+                .select(BatchRow::as_select())
+                .load(connection)
+                .await?;
+            Ok(Page {
+                count: count.unsigned_abs(),
+                items: convert_all(rows, BatchRow::into_model)?,
+            })
+        })?)
+    }
+
+    async fn batch_counters(&self, id: BatchId) -> RepoResult<BatchCounters> {
+        let batch_id = id_text(id);
+        Ok(with_conn!(self, |connection| {
+            let counters = count_batch_operations!(connection, &batch_id);
+            Ok(counters)
+        })?)
+    }
+
+    async fn set_batch_status(
+        &self,
+        id: BatchId,
+        status: BatchStatus,
+    ) -> RepoResult<Option<BatchUpgradeOperation>> {
+        let batch_id = id_text(id);
+        Ok(with_transaction!(self, |connection| {
+            let Some(row) = batch_upgrade_operations::table
+                .find(&batch_id)
+                .select(BatchRow::as_select())
+                .first(connection)
+                .await
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let current = row.clone().into_model()?.status;
+            current
+                .transition(status)
+                .map_err(|error| DbError::Domain(error.into()))?;
+            let stored = diesel::update(
+                batch_upgrade_operations::table
+                    .find(&batch_id)
+                    .filter(batch_upgrade_operations::status.eq(current.as_str())),
+            )
+            .set((
+                batch_upgrade_operations::status.eq(status.as_str()),
+                batch_upgrade_operations::modified.eq(naive(time::now())),
+            ))
+            .returning(BatchRow::as_returning())
+            .get_result(connection)
+            .await
+            .optional()?;
+            match stored {
+                Some(stored) => Ok(Some(stored.into_model()?)),
+                // Changed between the read and the write: only a concurrent writer can do that
+                // inside this transaction on PostgreSQL; report it as a refused transition.
+                None => Err(DbError::Domain(RepoError::Transition(
+                    flashfleet_models::TransitionError {
+                        from: current.to_string(),
+                        to: status.to_string(),
+                    },
+                ))),
+            }
+        })?)
+    }
+
+    async fn refresh_batch_status(
+        &self,
+        id: BatchId,
+    ) -> RepoResult<Option<(BatchUpgradeOperation, BatchCounters)>> {
+        let batch_id = id_text(id);
+        Ok(with_transaction!(self, |connection| {
+            let refreshed = refresh_batch!(connection, &batch_id);
+            refreshed
+                .map(|(row, counters)| Ok((row.into_model()?, counters)))
+                .transpose()
+        })?)
+    }
+
+    async fn queue_upgrade(
+        &self,
+        device_firmware: &DeviceFirmware,
+        operation: &UpgradeOperation,
+    ) -> RepoResult<UpgradeOperation> {
+        let mut firmware_row = DeviceFirmwareRow::from_model(device_firmware);
+        firmware_row.installed = false;
+        let operation_row = OperationRow::from_model(operation);
+        let now = naive(time::now());
+        Ok(with_transaction!(self, |connection| {
+            diesel::insert_into(device_firmwares::table)
+                .values(&firmware_row)
+                .on_conflict(device_firmwares::device_id)
+                .do_update()
+                .set((
+                    device_firmwares::image_id.eq(&firmware_row.image_id),
+                    device_firmwares::installed.eq(false),
+                    device_firmwares::modified.eq(now),
+                ))
+                .execute(connection)
+                .await?;
+            let stored = diesel::insert_into(upgrade_operations::table)
+                .values(&operation_row)
+                .returning(OperationRow::as_returning())
+                .get_result(connection)
+                .await?;
+            stored.into_model()
+        })?)
+    }
+
+    async fn insert_operation(&self, operation: &UpgradeOperation) -> RepoResult<UpgradeOperation> {
+        let row = OperationRow::from_model(operation);
+        Ok(with_conn!(self, |connection| {
+            let stored = diesel::insert_into(upgrade_operations::table)
+                .values(&row)
+                .returning(OperationRow::as_returning())
+                .get_result(connection)
+                .await?;
+            stored.into_model()
+        })?)
+    }
+
+    async fn operation(
+        &self,
+        scope: &Scope,
+        id: OperationId,
+    ) -> RepoResult<Option<UpgradeOperation>> {
+        let found = with_conn!(self, |connection| {
+            let row = upgrade_operations::table
+                .inner_join(devices::table)
+                .filter(upgrade_operations::id.eq(id_text(id)))
+                .select((OperationRow::as_select(), devices::organization_id))
+                .first::<(OperationRow, String)>(connection)
+                .await
+                .optional()?;
+            row.map(|(operation, organization_id)| {
+                Ok((
+                    operation.into_model()?,
+                    crate::rows::parse_id::<OrganizationId>(&organization_id)?,
+                ))
+            })
+            .transpose()
+        })?;
+        Ok(found
+            .filter(|(_, organization_id)| scope.contains(Some(*organization_id)))
+            .map(|(operation, _)| operation))
+    }
+
+    async fn list_operations(
+        &self,
+        scope: &Scope,
+        filter: &OperationFilter,
+        page: PageRequest,
+    ) -> RepoResult<Page<UpgradeOperation>> {
+        let ids = scope_ids(scope);
+        Ok(with_conn!(self, |connection| {
+            let filtered = || {
+                let mut query = upgrade_operations::table
+                    .inner_join(devices::table)
+                    .into_boxed();
+                if let Some(ids) = &ids {
+                    query = query.filter(devices::organization_id.eq_any(ids.clone()));
+                }
+                if let Some(device_id) = filter.device_id {
+                    query = query.filter(upgrade_operations::device_id.eq(id_text(device_id)));
+                }
+                if let Some(image_id) = filter.image_id {
+                    query = query.filter(upgrade_operations::image_id.eq(id_text(image_id)));
+                }
+                if let Some(batch_id) = filter.batch_id {
+                    query = query.filter(upgrade_operations::batch_id.eq(id_text(batch_id)));
+                }
+                if let Some(status) = filter.status {
+                    query = query.filter(upgrade_operations::status.eq(status.as_str()));
+                }
+                if let Some(slug) = &filter.organization_slug {
+                    let organization = organizations::table
+                        .filter(organizations::slug.eq(slug.clone()))
+                        .select(organizations::id);
+                    query = query.filter(devices::organization_id.eq_any(organization));
+                }
+                query
+            };
+            let count: i64 = filtered().count().get_result(connection).await?;
+            let rows = filtered()
+                .order((
+                    upgrade_operations::created.desc(),
+                    upgrade_operations::id.asc(),
+                ))
+                .limit(page.limit_i64())
+                .offset(page.offset_i64())
+                .select(OperationRow::as_select())
+                .load(connection)
+                .await?;
+            Ok(Page {
+                count: count.unsigned_abs(),
+                items: convert_all(rows, OperationRow::into_model)?,
+            })
+        })?)
+    }
+
+    async fn unfinished_operation(
+        &self,
+        device_id: DeviceId,
+    ) -> RepoResult<Option<UpgradeOperation>> {
+        Ok(with_conn!(self, |connection| {
+            let row = upgrade_operations::table
+                .filter(upgrade_operations::device_id.eq(id_text(device_id)))
+                .filter(upgrade_operations::status.eq(IN_PROGRESS))
+                .select(OperationRow::as_select())
+                .first(connection)
+                .await
+                .optional()?;
+            row.map(OperationRow::into_model).transpose()
+        })?)
+    }
+
+    async fn record_progress(
+        &self,
+        id: OperationId,
+        update: &ProgressUpdate,
+    ) -> RepoResult<Option<UpgradeOperation>> {
+        self.change_operation(id, |operation| {
+            if operation.status.is_final() {
+                // Finished operations (for example cancelled ones) take no more progress.
+                return OperationChange::Refuse(
+                    flashfleet_models::TransitionError {
+                        from: operation.status.to_string(),
+                        to: update.phase.to_string(),
+                    }
+                    .into(),
+                );
+            }
+            if let Err(error) = operation.phase.advance(update.phase) {
+                return OperationChange::Refuse(error.into());
+            }
+            let mut changed = operation.clone();
+            changed.phase = update.phase;
+            changed.progress = update.progress.min(100);
+            if changed.started.is_none() && update.phase != UpgradePhase::Queued {
+                changed.started = Some(time::now());
+            }
+            if let Some(line) = &update.log_line {
+                append_log(&mut changed.log, line);
+            }
+            OperationChange::Write(Box::new(OperationRow::from_model(&changed)))
+        })
+        .await
+    }
+
+    async fn complete_operation(
+        &self,
+        id: OperationId,
+        completion: &Completion,
+    ) -> RepoResult<Option<UpgradeOperation>> {
+        let completed = self
+            .change_operation(id, |operation| {
+                if let Err(error) = operation.status.transition(completion.status) {
+                    return OperationChange::Refuse(error.into());
+                }
+                let mut changed = operation.clone();
+                changed.status = completion.status;
+                changed.finished = Some(time::now());
+                changed.next_attempt_at = None;
+                if completion.status == UpgradeStatus::Success {
+                    changed.phase = UpgradePhase::Done;
+                    changed.progress = 100;
+                }
+                if let Some(line) = &completion.log_line {
+                    append_log(&mut changed.log, line);
+                }
+                OperationChange::Write(Box::new(OperationRow::from_model(&changed)))
+            })
+            .await?;
+        if let Some(operation) = &completed {
+            if completion.installed {
+                self.mark_installed(operation).await?;
+            }
+        }
+        Ok(completed)
+    }
+
+    async fn cancel_operation(&self, id: OperationId) -> RepoResult<Option<UpgradeOperation>> {
+        self.change_operation(id, |operation| {
+            if let Err(error) = check_cancel(operation.status, operation.phase, operation.progress)
+            {
+                return OperationChange::Refuse(error.into());
+            }
+            let mut changed = operation.clone();
+            changed.status = UpgradeStatus::Cancelled;
+            changed.finished = Some(time::now());
+            changed.next_attempt_at = None;
+            append_log(&mut changed.log, CANCELLED_BY_USER);
+            OperationChange::Write(Box::new(OperationRow::from_model(&changed)))
+        })
+        .await
+    }
+
+    async fn schedule_retry(
+        &self,
+        id: OperationId,
+        next_attempt_at: DateTime<Utc>,
+        log_line: &str,
+    ) -> RepoResult<Option<UpgradeOperation>> {
+        let next_attempt_at = time::truncate(next_attempt_at);
+        self.change_operation(id, |operation| {
+            if operation.status.is_final() {
+                return OperationChange::Refuse(
+                    flashfleet_models::TransitionError {
+                        from: operation.status.to_string(),
+                        to: UpgradePhase::Queued.to_string(),
+                    }
+                    .into(),
+                );
+            }
+            if let Err(error) = operation.phase.advance(UpgradePhase::Queued) {
+                return OperationChange::Refuse(error.into());
+            }
+            let mut changed = operation.clone();
+            changed.phase = UpgradePhase::Queued;
+            changed.next_attempt_at = Some(next_attempt_at);
+            changed.attempts = changed.attempts.saturating_add(1);
+            append_log(&mut changed.log, log_line);
+            OperationChange::Write(Box::new(OperationRow::from_model(&changed)))
+        })
+        .await
+    }
+
+    async fn upgrade_candidates(
+        &self,
+        build: &Build,
+        organization_id: Option<OrganizationId>,
+        boards: &[String],
+        include_firmwareless: bool,
+        group_id: Option<DeviceGroupId>,
+    ) -> RepoResult<Vec<UpgradeCandidate>> {
+        let build_id = id_text(build.id);
+        let category_id = id_text(build.category_id);
+        let organization_id = organization_id.map(id_text);
+        let group_id = group_id.map(id_text);
+        let rows = with_conn!(self, |connection| {
+            let mut known = device_firmwares::table
+                .inner_join(devices::table)
+                .inner_join(firmware_images::table.inner_join(builds::table))
+                .filter(builds::category_id.eq(&category_id))
+                .filter(diesel::dsl::not(
+                    firmware_images::build_id
+                        .eq(&build_id)
+                        .and(device_firmwares::installed.eq(true)),
+                ))
+                .filter(devices::is_deactivated.eq(false))
+                .into_boxed();
+            if let Some(organization_id) = &organization_id {
+                known = known.filter(devices::organization_id.eq(organization_id.clone()));
+            }
+            if let Some(group_id) = &group_id {
+                known = known.filter(devices::group_id.eq(group_id.clone()));
+            }
+            let known: Vec<(DeviceRow, DeviceFirmwareRow, String)> = known
+                .order((device_firmwares::created.desc(), device_firmwares::id.asc()))
+                .select((
+                    DeviceRow::as_select(),
+                    DeviceFirmwareRow::as_select(),
+                    firmware_images::image_type,
+                ))
+                .load(connection)
+                .await?;
+            let mut firmwareless: Vec<DeviceRow> = Vec::new();
+            if include_firmwareless && !boards.is_empty() {
+                let mut query = devices::table
+                    .filter(diesel::dsl::not(devices::id.eq_any(
+                        device_firmwares::table.select(device_firmwares::device_id),
+                    )))
+                    .filter(devices::model.eq_any(boards.to_vec()))
+                    .filter(devices::is_deactivated.eq(false))
+                    .into_boxed();
+                if let Some(organization_id) = &organization_id {
+                    query = query.filter(devices::organization_id.eq(organization_id.clone()));
+                }
+                if let Some(group_id) = &group_id {
+                    query = query.filter(devices::group_id.eq(group_id.clone()));
+                }
+                firmwareless = query
+                    .order((devices::created.desc(), devices::id.asc()))
+                    .select(DeviceRow::as_select())
+                    .load(connection)
+                    .await?;
+            }
+            Ok((known, firmwareless))
+        })?;
+        let (known, firmwareless) = rows;
+        let mut candidates = Vec::with_capacity(known.len() + firmwareless.len());
+        for (device, device_firmware, image_type) in known {
+            candidates.push(UpgradeCandidate {
+                device: device.into_model()?,
+                device_firmware: Some(device_firmware.into_model()?),
+                current_image_type: Some(image_type),
+            });
+        }
+        for device in firmwareless {
+            candidates.push(UpgradeCandidate {
+                device: device.into_model()?,
+                device_firmware: None,
+                current_image_type: None,
+            });
+        }
+        Ok(candidates)
+    }
+}
+
+impl Db {
+    /// Reads operation `id`, asks `decide` what to do with it, and writes the result only if the
+    /// row has not changed since it was read (same status and `modified`); re-reads and decides
+    /// again when it has. Recomputes the batch status when the operation finishes.
+    async fn change_operation(
+        &self,
+        id: OperationId,
+        decide: impl Fn(&UpgradeOperation) -> OperationChange + Send + Sync,
+    ) -> RepoResult<Option<UpgradeOperation>> {
+        let id = id_text(id);
+        let decide = &decide;
+        Ok(with_transaction!(self, |connection| {
+            for _ in 0..GUARDED_UPDATE_ATTEMPTS {
+                let Some(row) = upgrade_operations::table
+                    .find(&id)
+                    .select(OperationRow::as_select())
+                    .first(connection)
+                    .await
+                    .optional()?
+                else {
+                    return Ok(None);
+                };
+                let read_modified = row.modified;
+                let read_status = row.status.clone();
+                let operation = row.into_model()?;
+                let mut changed = match decide(&operation) {
+                    OperationChange::Refuse(error) => return Err(DbError::Domain(error)),
+                    OperationChange::Write(changed) => *changed,
+                };
+                changed.modified = naive(time::now()).max(read_modified);
+                let stored = diesel::update(
+                    upgrade_operations::table
+                        .find(&id)
+                        .filter(upgrade_operations::status.eq(&read_status))
+                        .filter(upgrade_operations::modified.eq(read_modified)),
+                )
+                .set(&changed)
+                .returning(OperationRow::as_returning())
+                .get_result(connection)
+                .await
+                .optional()?;
+                let Some(stored) = stored else {
+                    // Another writer changed the row after it was read: decide again.
+                    continue;
+                };
+                if stored.status != IN_PROGRESS {
+                    if let Some(batch_id) = &stored.batch_id {
+                        refresh_batch!(connection, batch_id);
+                    }
+                }
+                return Ok(Some(stored.into_model()?));
+            }
+            Err(DbError::Domain(RepoError::backend(
+                "the operation kept changing while it was being updated",
+                format!("gave up after {GUARDED_UPDATE_ATTEMPTS} attempts"),
+            )))
+        })?)
+    }
+
+    /// Marks the device's firmware record installed, if it still points at the operation's
+    /// image (upstream §2.3).
+    async fn mark_installed(&self, operation: &UpgradeOperation) -> RepoResult<()> {
+        let Some(image_id) = operation.image_id else {
+            return Ok(());
+        };
+        let device_id = id_text(operation.device_id);
+        let image_id = id_text(image_id);
+        let now = naive(time::now());
+        Ok(with_conn!(self, |connection| {
+            diesel::update(
+                device_firmwares::table
+                    .filter(device_firmwares::device_id.eq(&device_id))
+                    .filter(device_firmwares::image_id.eq(&image_id)),
+            )
+            .set((
+                device_firmwares::installed.eq(true),
+                device_firmwares::modified.eq(now),
+            ))
+            .execute(connection)
+            .await?;
+            Ok(())
+        })?)
+    }
+}
+
+/// Counts the operations of batch `$batch_id` per status.
+macro_rules! count_batch_operations {
+    ($connection:expr, $batch_id:expr) => {{
+        let counts: Vec<(String, i64)> = upgrade_operations::table
+            .filter(upgrade_operations::batch_id.eq($batch_id))
+            .group_by(upgrade_operations::status)
+            .select((upgrade_operations::status, diesel::dsl::count_star()))
+            .load(&mut *$connection)
+            .await?;
+        let mut counters = BatchCounters::default();
+        for (status, count) in counts {
+            let status = status.parse::<UpgradeStatus>().map_err(DbError::Corrupt)?;
+            counters.add(status, count.unsigned_abs());
+        }
+        counters
+    }};
+}
+
+/// Recomputes the status of batch `$batch_id` from its operations and stores it when it
+/// changed and the status machine allows it; evaluates to `Option<(BatchRow, BatchCounters)>`.
+macro_rules! refresh_batch {
+    ($connection:expr, $batch_id:expr) => {{
+        let batch_id: &String = $batch_id;
+        let row = batch_upgrade_operations::table
+            .find(batch_id)
+            .select(BatchRow::as_select())
+            .first(&mut *$connection)
+            .await
+            .optional()?;
+        match row {
+            None => None,
+            Some(row) => {
+                let counters = count_batch_operations!($connection, batch_id);
+                let current = row
+                    .status
+                    .parse::<BatchStatus>()
+                    .map_err(DbError::Corrupt)?;
+                let derived = counters.derive_status(current);
+                if derived != current && current.transition(derived).is_ok() {
+                    let stored = diesel::update(batch_upgrade_operations::table.find(batch_id))
+                        .set((
+                            batch_upgrade_operations::status.eq(derived.as_str()),
+                            batch_upgrade_operations::modified.eq(naive(time::now())),
+                        ))
+                        .returning(BatchRow::as_returning())
+                        .get_result(&mut *$connection)
+                        .await?;
+                    Some((stored, counters))
+                } else {
+                    Some((row, counters))
+                }
+            }
+        }
+    }};
+}
+
+use {count_batch_operations, refresh_batch};

@@ -1,0 +1,14 @@
+DROP TABLE upgrade_operations;
+DROP TABLE batch_upgrade_operations;
+DROP TABLE device_firmwares;
+DROP TABLE device_connections;
+DROP TABLE credentials;
+DROP TABLE devices;
+DROP TABLE device_groups;
+DROP TABLE firmware_images;
+DROP TABLE builds;
+DROP TABLE categories;
+DROP TABLE api_tokens;
+DROP TABLE memberships;
+DROP TABLE users;
+DROP TABLE organizations;
