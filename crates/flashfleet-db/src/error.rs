@@ -155,10 +155,10 @@ const UNIQUE_CONSTRAINTS: &[(&str, &str, Constraint)] = &[
 ];
 
 fn constraint_of(information: &(dyn DatabaseErrorInformation + Send + Sync)) -> Constraint {
-    if let Some(name) = information.constraint_name() {
-        if let Some((_, _, constraint)) = UNIQUE_CONSTRAINTS.iter().find(|(pg, _, _)| *pg == name) {
-            return *constraint;
-        }
+    if let Some(name) = information.constraint_name()
+        && let Some((_, _, constraint)) = UNIQUE_CONSTRAINTS.iter().find(|(pg, _, _)| *pg == name)
+    {
+        return *constraint;
     }
     let message = information.message();
     let columns = message

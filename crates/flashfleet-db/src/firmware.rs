@@ -349,6 +349,11 @@ macro_rules! check_build_os_unique {
                 .await
                 .optional()?
                 .flatten();
+            let lock_key = format!(
+                "build-os:{}",
+                organization_id.as_deref().unwrap_or("shared")
+            );
+            crate::pool::RuleLock::lock_rule(&mut *$connection, &lock_key).await?;
             let mut same_os = builds::table
                 .inner_join(categories::table)
                 .filter(builds::os.eq(os))

@@ -200,15 +200,17 @@ pub(crate) async fn redo_migrations(url: &str, backend: Backend) -> Result<(), D
     use diesel::Connection;
     let url = url.to_owned();
     let redo = tokio::task::spawn_blocking(move || -> Result<(), DbError> {
+        // `EmbeddedMigrations` is not `Copy`: the caller passes the constant twice.
         fn redo<C: MigrationHarness<B>, B: diesel::backend::Backend>(
             connection: &mut C,
-            migrations: EmbeddedMigrations,
+            to_revert: EmbeddedMigrations,
+            to_apply: EmbeddedMigrations,
         ) -> Result<(), DbError> {
             connection
-                .revert_all_migrations(migrations)
+                .revert_all_migrations(to_revert)
                 .map_err(DbError::Migration)?;
             connection
-                .run_pending_migrations(migrations)
+                .run_pending_migrations(to_apply)
                 .map_err(DbError::Migration)?;
             Ok(())
         }
@@ -216,12 +218,12 @@ pub(crate) async fn redo_migrations(url: &str, backend: Backend) -> Result<(), D
             Backend::Postgres => {
                 let mut connection = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url)
                     .map_err(DbError::connect)?;
-                redo(&mut connection, POSTGRES_MIGRATIONS)
+                redo(&mut connection, POSTGRES_MIGRATIONS, POSTGRES_MIGRATIONS)
             }
             Backend::Sqlite => {
                 let mut connection =
                     SqliteConnection::establish(sqlite_path(&url)?).map_err(DbError::connect)?;
-                redo(&mut connection, SQLITE_MIGRATIONS)
+                redo(&mut connection, SQLITE_MIGRATIONS, SQLITE_MIGRATIONS)
             }
         }
     });
@@ -276,6 +278,36 @@ fn create_parent_directory(path: &str) -> Result<(), DbError> {
         })?;
     }
     Ok(())
+}
+
+/// Serializes the transactions that check a rule no constraint can express (such as "one OS
+/// identifier per organization") before writing: inside a transaction, `lock_rule(key)` makes
+/// every other transaction that locks the same key wait until this one ends.
+///
+/// On PostgreSQL this is a transaction-scoped advisory lock (read committed would otherwise let
+/// two transactions both see "no conflict" and both write). On SQLite write transactions
+/// already hold the database's single write lock from their start (`BEGIN IMMEDIATE`), so there
+/// is nothing more to do.
+pub(crate) trait RuleLock {
+    /// Takes the lock of `key` until the end of the current transaction.
+    async fn lock_rule(&mut self, key: &str) -> Result<(), DbError>;
+}
+
+impl RuleLock for AsyncPgConnection {
+    async fn lock_rule(&mut self, key: &str) -> Result<(), DbError> {
+        use diesel_async::RunQueryDsl;
+        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind::<diesel::sql_types::Text, _>(key)
+            .execute(self)
+            .await?;
+        Ok(())
+    }
+}
+
+impl RuleLock for SqliteAsyncConnection {
+    async fn lock_rule(&mut self, _key: &str) -> Result<(), DbError> {
+        Ok(())
+    }
 }
 
 /// Runs `$body` with `$connection` bound to a pooled connection of whichever backend `$db` uses;

@@ -348,7 +348,7 @@ impl UpgradeRepository for Db {
         id: OperationId,
         update: &ProgressUpdate,
     ) -> RepoResult<Option<UpgradeOperation>> {
-        self.change_operation(id, |operation| {
+        self.change_operation(id, false, |operation| {
             if operation.status.is_final() {
                 // Finished operations (for example cancelled ones) take no more progress.
                 return OperationChange::Refuse(
@@ -381,35 +381,28 @@ impl UpgradeRepository for Db {
         id: OperationId,
         completion: &Completion,
     ) -> RepoResult<Option<UpgradeOperation>> {
-        let completed = self
-            .change_operation(id, |operation| {
-                if let Err(error) = operation.status.transition(completion.status) {
-                    return OperationChange::Refuse(error.into());
-                }
-                let mut changed = operation.clone();
-                changed.status = completion.status;
-                changed.finished = Some(time::now());
-                changed.next_attempt_at = None;
-                if completion.status == UpgradeStatus::Success {
-                    changed.phase = UpgradePhase::Done;
-                    changed.progress = 100;
-                }
-                if let Some(line) = &completion.log_line {
-                    append_log(&mut changed.log, line);
-                }
-                OperationChange::Write(Box::new(OperationRow::from_model(&changed)))
-            })
-            .await?;
-        if let Some(operation) = &completed {
-            if completion.installed {
-                self.mark_installed(operation).await?;
+        self.change_operation(id, completion.installed, |operation| {
+            if let Err(error) = operation.status.transition(completion.status) {
+                return OperationChange::Refuse(error.into());
             }
-        }
-        Ok(completed)
+            let mut changed = operation.clone();
+            changed.status = completion.status;
+            changed.finished = Some(time::now());
+            changed.next_attempt_at = None;
+            if completion.status == UpgradeStatus::Success {
+                changed.phase = UpgradePhase::Done;
+                changed.progress = 100;
+            }
+            if let Some(line) = &completion.log_line {
+                append_log(&mut changed.log, line);
+            }
+            OperationChange::Write(Box::new(OperationRow::from_model(&changed)))
+        })
+        .await
     }
 
     async fn cancel_operation(&self, id: OperationId) -> RepoResult<Option<UpgradeOperation>> {
-        self.change_operation(id, |operation| {
+        self.change_operation(id, false, |operation| {
             if let Err(error) = check_cancel(operation.status, operation.phase, operation.progress)
             {
                 return OperationChange::Refuse(error.into());
@@ -431,7 +424,7 @@ impl UpgradeRepository for Db {
         log_line: &str,
     ) -> RepoResult<Option<UpgradeOperation>> {
         let next_attempt_at = time::truncate(next_attempt_at);
-        self.change_operation(id, |operation| {
+        self.change_operation(id, false, |operation| {
             if operation.status.is_final() {
                 return OperationChange::Refuse(
                     flashfleet_models::TransitionError {
@@ -539,10 +532,13 @@ impl UpgradeRepository for Db {
 impl Db {
     /// Reads operation `id`, asks `decide` what to do with it, and writes the result only if the
     /// row has not changed since it was read (same status and `modified`); re-reads and decides
-    /// again when it has. Recomputes the batch status when the operation finishes.
+    /// again when it has. When the operation finishes, in the same transaction: marks the
+    /// device's firmware record installed if `mark_installed` (and it still points at the
+    /// operation's image, upstream §2.3), and recomputes the batch status.
     async fn change_operation(
         &self,
         id: OperationId,
+        mark_installed: bool,
         decide: impl Fn(&UpgradeOperation) -> OperationChange + Send + Sync,
     ) -> RepoResult<Option<UpgradeOperation>> {
         let id = id_text(id);
@@ -582,6 +578,19 @@ impl Db {
                     continue;
                 };
                 if stored.status != IN_PROGRESS {
+                    if let (true, Some(image_id)) = (mark_installed, &stored.image_id) {
+                        diesel::update(
+                            device_firmwares::table
+                                .filter(device_firmwares::device_id.eq(&stored.device_id))
+                                .filter(device_firmwares::image_id.eq(image_id)),
+                        )
+                        .set((
+                            device_firmwares::installed.eq(true),
+                            device_firmwares::modified.eq(stored.modified),
+                        ))
+                        .execute(connection)
+                        .await?;
+                    }
                     if let Some(batch_id) = &stored.batch_id {
                         refresh_batch!(connection, batch_id);
                     }
@@ -592,31 +601,6 @@ impl Db {
                 "the operation kept changing while it was being updated",
                 format!("gave up after {GUARDED_UPDATE_ATTEMPTS} attempts"),
             )))
-        })?)
-    }
-
-    /// Marks the device's firmware record installed, if it still points at the operation's
-    /// image (upstream §2.3).
-    async fn mark_installed(&self, operation: &UpgradeOperation) -> RepoResult<()> {
-        let Some(image_id) = operation.image_id else {
-            return Ok(());
-        };
-        let device_id = id_text(operation.device_id);
-        let image_id = id_text(image_id);
-        let now = naive(time::now());
-        Ok(with_conn!(self, |connection| {
-            diesel::update(
-                device_firmwares::table
-                    .filter(device_firmwares::device_id.eq(&device_id))
-                    .filter(device_firmwares::image_id.eq(&image_id)),
-            )
-            .set((
-                device_firmwares::installed.eq(true),
-                device_firmwares::modified.eq(now),
-            ))
-            .execute(connection)
-            .await?;
-            Ok(())
         })?)
     }
 }

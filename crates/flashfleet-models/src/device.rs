@@ -165,13 +165,13 @@ pub fn validate_device(
     check_max_length(&mut errors, "model", model, MODEL_MAX_LENGTH);
     check_max_length(&mut errors, "board_name", board_name, BOARD_NAME_MAX_LENGTH);
     check_max_length(&mut errors, "os", os, OS_MAX_LENGTH);
-    if let Some(address) = management_ip.filter(|address| !address.is_empty()) {
-        if !is_valid_address(address) {
-            errors.add(
-                "management_ip",
-                "Enter a valid IPv4 or IPv6 address or host name.",
-            );
-        }
+    if let Some(address) = management_ip.filter(|address| !address.is_empty())
+        && !is_valid_address(address)
+    {
+        errors.add(
+            "management_ip",
+            "Enter a valid IPv4 or IPv6 address or host name.",
+        );
     }
     errors.into_result()
 }

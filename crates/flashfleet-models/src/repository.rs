@@ -431,7 +431,8 @@ pub trait UpgradeRepository: Send + Sync {
     /// already run this build), and, when `include_firmwareless`, devices without firmware
     /// record whose model is one of `boards`. Deactivated devices are left out; `group_id`
     /// narrows to a group; when `organization_id` is set, only devices of that organization.
-    /// Known devices come first, each part newest first.
+    /// Known devices come first, most recently created firmware record first (upstream's
+    /// `-created` on DeviceFirmware); then firmwareless devices, newest first.
     async fn upgrade_candidates(
         &self,
         build: &Build,
