@@ -364,6 +364,26 @@ impl DeviceRepository for Db {
         })?)
     }
 
+    async fn record_host_key(
+        &self,
+        id: DeviceConnectionId,
+        host_key: &str,
+    ) -> RepoResult<Option<DeviceConnection>> {
+        let now = naive(time::now());
+        Ok(with_conn!(self, |connection| {
+            let stored = diesel::update(device_connections::table.find(id_text(id)))
+                .set((
+                    device_connections::host_key.eq(Some(host_key)),
+                    device_connections::modified.eq(now),
+                ))
+                .returning(DeviceConnectionRow::as_returning())
+                .get_result(connection)
+                .await
+                .optional()?;
+            stored.map(DeviceConnectionRow::into_model).transpose()
+        })?)
+    }
+
     async fn delete_connection(&self, id: DeviceConnectionId) -> RepoResult<bool> {
         Ok(with_conn!(self, |connection| {
             let deleted = diesel::delete(device_connections::table.find(id_text(id)))

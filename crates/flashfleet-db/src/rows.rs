@@ -515,6 +515,7 @@ pub(crate) struct DeviceConnectionRow {
     pub(crate) details: String,
     pub(crate) created: NaiveDateTime,
     pub(crate) modified: NaiveDateTime,
+    pub(crate) host_key: Option<String>,
 }
 
 impl DeviceConnectionRow {
@@ -528,6 +529,7 @@ impl DeviceConnectionRow {
             is_working: connection.is_working,
             failure_reason: connection.failure_reason.clone(),
             last_attempt: connection.last_attempt.map(naive),
+            host_key: connection.host_key.clone(),
             details: details_text(&connection.details),
             created: naive(connection.created),
             modified: naive(connection.modified),
@@ -544,6 +546,7 @@ impl DeviceConnectionRow {
             is_working: self.is_working,
             failure_reason: self.failure_reason,
             last_attempt: self.last_attempt.map(utc),
+            host_key: self.host_key,
             details: parse_details(&self.details)?,
             created: utc(self.created),
             modified: utc(self.modified),

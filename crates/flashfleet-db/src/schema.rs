@@ -152,6 +152,7 @@ diesel::table! {
         details -> Text,
         created -> Timestamp,
         modified -> Timestamp,
+        host_key -> Nullable<Text>,
     }
 }
 

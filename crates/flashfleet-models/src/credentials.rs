@@ -277,6 +277,10 @@ pub struct DeviceConnection {
     pub failure_reason: String,
     /// When it was last tried.
     pub last_attempt: Option<DateTime<Utc>>,
+    /// The SSH host key the device presented at first contact (`<algorithm> <base64>`); later
+    /// connections refuse another key, except right after a flash that did not keep the
+    /// configuration.
+    pub host_key: Option<String>,
     /// Integrators' own fields.
     pub details: Details,
     /// When it was created (UTC).
@@ -327,6 +331,7 @@ impl NewDeviceConnection {
             is_working: None,
             failure_reason: String::new(),
             last_attempt: None,
+            host_key: None,
             details: self.details,
             created: now,
             modified: now,

@@ -264,6 +264,13 @@ pub trait DeviceRepository: Send + Sync {
         is_working: bool,
         failure_reason: &str,
     ) -> RepoResult<Option<DeviceConnection>>;
+    /// Records the SSH host key a device presented through this connection (`<algorithm>
+    /// <base64>`), replacing the one recorded before.
+    async fn record_host_key(
+        &self,
+        id: DeviceConnectionId,
+        host_key: &str,
+    ) -> RepoResult<Option<DeviceConnection>>;
     /// Detaches credentials from a device.
     async fn delete_connection(&self, id: DeviceConnectionId) -> RepoResult<bool>;
 

@@ -1000,3 +1000,54 @@ async fn a_group_is_visible_only_within_its_organization() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_recorded_host_key_is_kept_with_the_connection_and_can_be_replaced() {
+    for test_db in TestDb::all().await {
+        let db = test_db.db();
+        let acme = organization(db, "acme").await;
+        let device = device(db, acme.id, "ap-1", BOARD).await;
+        let credentials = db
+            .insert_credentials(&new_credentials(Some(acme.id), "root", "pw"))
+            .await
+            .unwrap();
+        let connection = db
+            .insert_connection(
+                &NewDeviceConnection::new(device.id, credentials.id).into_connection(&credentials),
+            )
+            .await
+            .unwrap();
+        assert_eq!(connection.host_key, None, "backend: {}", test_db.backend());
+
+        db.record_host_key(connection.id, "ssh-ed25519 AAAAfirst")
+            .await
+            .unwrap()
+            .unwrap();
+        let replaced = db
+            .record_host_key(connection.id, "ssh-ed25519 AAAAsecond")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            replaced.host_key.as_deref(),
+            Some("ssh-ed25519 AAAAsecond"),
+            "backend: {}",
+            test_db.backend()
+        );
+        let (stored, _) = db.connections(device.id).await.unwrap().remove(0);
+        assert_eq!(
+            stored.host_key.as_deref(),
+            Some("ssh-ed25519 AAAAsecond"),
+            "backend: {}",
+            test_db.backend()
+        );
+        let missing = db
+            .record_host_key(
+                flashfleet_models::DeviceConnectionId::new(),
+                "ssh-ed25519 AAAA",
+            )
+            .await
+            .unwrap();
+        assert!(missing.is_none(), "backend: {}", test_db.backend());
+    }
+}

@@ -1,0 +1,1 @@
+ALTER TABLE device_connections DROP COLUMN host_key;
