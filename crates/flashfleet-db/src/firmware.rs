@@ -386,3 +386,4 @@ macro_rules! check_build_os_unique {
 }
 
 use check_build_os_unique;
+pub(crate) use filter_category_scope;

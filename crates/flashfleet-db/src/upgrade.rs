@@ -92,20 +92,13 @@ impl UpgradeRepository for Db {
         let shared = scope_includes_shared(scope);
         Ok(with_conn!(self, |connection| {
             let filtered = || {
-                let mut query = batch_upgrade_operations::table
-                    .inner_join(builds::table.inner_join(categories::table))
-                    .into_boxed();
-                if let Some(ids) = &ids {
-                    query = if shared {
-                        query.filter(
-                            categories::organization_id
-                                .eq_any(ids.clone())
-                                .or(categories::organization_id.is_null()),
-                        )
-                    } else {
-                        query.filter(categories::organization_id.eq_any(ids.clone()))
-                    };
-                }
+                let mut query = crate::firmware::filter_category_scope!(
+                    batch_upgrade_operations::table
+                        .inner_join(builds::table.inner_join(categories::table))
+                        .into_boxed(),
+                    &ids,
+                    shared
+                );
                 if let Some(build_id) = filter.build_id {
                     query = query.filter(batch_upgrade_operations::build_id.eq(id_text(build_id)));
                 }
