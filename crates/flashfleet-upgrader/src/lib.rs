@@ -19,6 +19,8 @@
 
 mod context;
 mod error;
+#[cfg(feature = "openwrt")]
+pub mod openwrt;
 mod registry;
 
 use async_trait::async_trait;

@@ -44,6 +44,27 @@ impl UpgraderRegistry {
     }
 }
 
+impl Default for UpgraderRegistry {
+    /// The built-in upgraders: with the `openwrt` feature, `openwrt-ssh` is the
+    /// [`OpenWrtUpgrader`](crate::openwrt::OpenWrtUpgrader) with upstream's default settings.
+    /// Without it, the registry is empty.
+    fn default() -> Self {
+        #[cfg_attr(
+            not(feature = "openwrt"),
+            expect(unused_mut, reason = "nothing to register")
+        )]
+        let mut registry = Self::empty();
+        #[cfg(feature = "openwrt")]
+        registry.register(
+            ConnectionType::OPENWRT_SSH,
+            Arc::new(crate::openwrt::OpenWrtUpgrader::new(
+                crate::openwrt::OpenWrtSettings::default(),
+            )),
+        );
+        registry
+    }
+}
+
 impl fmt::Debug for UpgraderRegistry {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter

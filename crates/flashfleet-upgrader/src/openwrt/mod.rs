@@ -1,0 +1,1168 @@
+//! The OpenWrt upgrader over SSH: upstream's `OpenWrt` upgrader step by step, deciding the
+//! outcome from facts read on the device.
+//!
+//! [`OpenWrtUpgrader::upgrade`](crate::Upgrader::upgrade) runs, reporting each phase before its
+//! work:
+//!
+//! 1. **connect** (every address in turn; the host key is recorded on first contact and must
+//!    not change afterwards) — failure is recoverable;
+//! 2. **identity**: `uci get openwisp.http.uuid` must be the device's id (dashless or uppercase
+//!    accepted), else abort;
+//! 3. **checksum**: when `/etc/openwisp/firmware_checksum` holds the image's SHA-256, the image
+//!    is already installed;
+//! 4. **fit** (beyond upstream): the board name, model and compat version read from the device
+//!    are checked against the image metadata, or the image map when the image has none; an
+//!    image that does not fit is refused unless `-F` was allowed and asked for;
+//! 5. **memory**: caches freed, and non-critical services stopped when the image still does
+//!    not fit in RAM (started again on any failure or cancellation before the flash);
+//! 6. **upload** over SCP, streamed — any failure is recoverable;
+//! 7. **test**: `sysupgrade --test`, abort on failure;
+//! 8. **flash**: `Flashing` is reported, then the flash command is sent with a bounded wait.
+//!    Its exit status proves nothing (libssh2 reports 0 for a session killed without one), so
+//!    neither it nor its output decides anything;
+//! 9. **wait** `reconnect_delay`, then **reconnect** up to `reconnect_max_retries` times;
+//! 10. **verify** (beyond upstream): the release and board read from the device must be the
+//!     image's (when it has metadata); a device that came back with its old release or as
+//!     another board is [`UpgradeError::FlashedNotSeenAgain`];
+//! 11. **checksum marker** written, so the same image is not flashed again.
+//!
+//! Cancellation is honoured at checkpoints between the steps before the flash.
+//!
+//! Custom OpenWrt-based firmwares change the flash command, paths and delays through
+//! [`OpenWrtSettings`] (see `examples/custom_upgrader.rs` of the `flashfleet` package).
+
+mod commands;
+mod memory;
+mod session;
+mod settings;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use flashfleet_boards::{
+    DeviceIdentity, ImageMap, ImageMetadata, SysupgradeOptions, Verdict, check_compatibility,
+};
+use flashfleet_models::{UpgradeOptions, UpgradePhase, ValidationErrors};
+
+pub use crate::openwrt::settings::OpenWrtSettings;
+
+use crate::openwrt::commands::format_seconds;
+use crate::openwrt::session::{
+    CommandOutput, DeviceSession, HostKeyPolicy, SessionError, Timeouts,
+};
+use crate::{
+    DeviceRelease, HostKey, ReportError, UpgradeContext, UpgradeError, UpgradeImage,
+    UpgradeOutcome, Upgrader,
+};
+
+/// The OpenWrt upgrader (upstream `openwisp_firmware_upgrader.upgraders.openwrt.OpenWrt`),
+/// registered as `openwrt-ssh` in the default [`UpgraderRegistry`](crate::UpgraderRegistry).
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use flashfleet_upgrader::UpgraderRegistry;
+/// use flashfleet_upgrader::openwrt::{OpenWrtSettings, OpenWrtUpgrader};
+///
+/// let settings = OpenWrtSettings {
+///     reconnect_delay: Duration::from_secs(120),
+///     ..OpenWrtSettings::default()
+/// };
+/// let mut registry = UpgraderRegistry::empty();
+/// registry.register("openwrt-ssh", Arc::new(OpenWrtUpgrader::new(settings)));
+/// ```
+#[derive(Clone, Debug)]
+pub struct OpenWrtUpgrader {
+    settings: OpenWrtSettings,
+    image_map: Arc<ImageMap>,
+}
+
+impl OpenWrtUpgrader {
+    /// An upgrader with these settings, checking images without metadata against the built-in
+    /// OpenWrt image map.
+    pub fn new(settings: OpenWrtSettings) -> Self {
+        Self {
+            settings,
+            image_map: Arc::new(ImageMap::openwrt().clone()),
+        }
+    }
+
+    /// The same upgrader checking images without metadata against `image_map` (for example
+    /// the built-in map with the operator's custom images).
+    pub fn with_image_map(mut self, image_map: ImageMap) -> Self {
+        self.image_map = Arc::new(image_map);
+        self
+    }
+
+    /// Its settings.
+    pub fn settings(&self) -> &OpenWrtSettings {
+        &self.settings
+    }
+
+    /// Where `image` is uploaded: [`OpenWrtSettings::remote_upload_dir`] and the image's own
+    /// file name (its last path segment), or [`OpenWrtSettings::remote_file_name`] when set.
+    pub fn remote_path(&self, image: &UpgradeImage) -> String {
+        let file_name = match &self.settings.remote_file_name {
+            Some(file_name) => file_name.as_str(),
+            None => image
+                .file_name
+                .rsplit('/')
+                .next()
+                .unwrap_or(&image.file_name),
+        };
+        format!(
+            "{}/{}",
+            self.settings.remote_upload_dir.trim_end_matches('/'),
+            file_name
+        )
+    }
+
+    /// The flash command for an image uploaded to `remote_path` with `options` (upstream
+    /// `get_upgrade_command`), from [`OpenWrtSettings::upgrade_command`].
+    ///
+    /// ```
+    /// use flashfleet_models::UpgradeOptions;
+    /// use flashfleet_upgrader::openwrt::{OpenWrtSettings, OpenWrtUpgrader};
+    ///
+    /// let upgrader = OpenWrtUpgrader::new(OpenWrtSettings::default());
+    /// assert_eq!(
+    ///     upgrader.upgrade_command("/tmp/x.bin", &UpgradeOptions::default()),
+    ///     "/sbin/sysupgrade -v -c /tmp/x.bin"
+    /// );
+    /// ```
+    pub fn upgrade_command(&self, remote_path: &str, options: &UpgradeOptions) -> String {
+        commands::upgrade(
+            &self.settings.upgrade_command,
+            &self.settings.sysupgrade,
+            &options.sysupgrade_flags(),
+            remote_path,
+        )
+    }
+
+    fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            connect: self.settings.connect_timeout,
+            command: self.settings.command_timeout,
+        }
+    }
+}
+
+#[async_trait]
+impl Upgrader for OpenWrtUpgrader {
+    /// Upstream's schema and rules: sysupgrade's flags as booleans, `-n` without `-o` or `-c`,
+    /// `-F` only when `allow_force`.
+    fn validate_options(
+        &self,
+        options: &UpgradeOptions,
+        allow_force: bool,
+    ) -> Result<(), ValidationErrors> {
+        options.validate_openwrt(allow_force)
+    }
+
+    async fn upgrade(&self, context: &UpgradeContext) -> Result<UpgradeOutcome, UpgradeError> {
+        let mut attempt = Attempt::new(self, context);
+        attempt.enter_quietly(UpgradePhase::Connecting).await?;
+        let session = attempt.connect_before_flash().await?;
+        let previous_release = match attempt.prepare(&session).await {
+            Ok(Prepared::AlreadyInstalled) => {
+                session.close().await;
+                return Ok(UpgradeOutcome::AlreadyInstalled);
+            }
+            Ok(Prepared::ReadyToFlash { previous_release }) => previous_release,
+            Err(error) => {
+                attempt.restore(&session, &error).await;
+                session.close().await;
+                return Err(error);
+            }
+        };
+        // From here on the device may be flashing: no cancellation, no retry.
+        attempt.flash(session).await?;
+        attempt.wait_for_reboot().await?;
+        let session = attempt.reconnect().await?;
+        attempt
+            .finish(session, previous_release.as_ref(), false)
+            .await
+    }
+
+    async fn verify(&self, context: &UpgradeContext) -> Result<UpgradeOutcome, UpgradeError> {
+        let mut attempt = Attempt::new(self, context);
+        // The operation is at or past `Flashing`: no phase is reported (phases only go
+        // forward), only log lines.
+        attempt.report_phases = false;
+        let session = attempt.reconnect().await?;
+        attempt.finish(session, None, true).await
+    }
+}
+
+/// Which exit statuses a command may end with.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Accept {
+    /// Only these.
+    Only(&'static [i32]),
+    /// Any status (upstream's `raise_unexpected_exit=False`); the command must still report
+    /// one.
+    Any,
+}
+
+/// How a command failed.
+#[derive(Debug)]
+pub(crate) enum CommandError {
+    /// The session failed (connection lost, timeout).
+    Session(SessionError),
+    /// The connection ended before the command reported its exit status.
+    NoExitStatus { command: String },
+    /// It exited with a status not accepted.
+    Unexpected {
+        command: String,
+        status: i32,
+        output: String,
+    },
+}
+
+impl CommandError {
+    /// What this failure means before the flash: a broken session is transient
+    /// (recoverable), a command that answered badly is final.
+    pub(crate) fn before_flash(self) -> UpgradeError {
+        match self {
+            CommandError::Session(error) => UpgradeError::Recoverable {
+                message: error.to_string(),
+                source: Some(Box::new(error)),
+            },
+            CommandError::NoExitStatus { command } => UpgradeError::recoverable(format!(
+                "the connection was lost while running `{command}`"
+            )),
+            error @ CommandError::Unexpected { .. } => UpgradeError::failed(error.to_string()),
+        }
+    }
+
+    /// What this failure means after the flash: the device may run the image, but what it
+    /// runs could not be established.
+    fn after_flash(self, what: &str) -> UpgradeError {
+        UpgradeError::FlashedNotSeenAgain {
+            message: format!("{what}: {self}"),
+        }
+    }
+}
+
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CommandError::Session(error) => error.fmt(formatter),
+            CommandError::NoExitStatus { command } => write!(
+                formatter,
+                "the connection was lost while running `{command}`"
+            ),
+            CommandError::Unexpected {
+                command,
+                status,
+                output,
+            } if output.is_empty() => {
+                write!(
+                    formatter,
+                    "`{command}` failed: Unexpected exit code: {status}"
+                )
+            }
+            CommandError::Unexpected {
+                command,
+                status,
+                output,
+            } => write!(
+                formatter,
+                "`{command}` failed with exit code {status}: {output}"
+            ),
+        }
+    }
+}
+
+enum Prepared {
+    AlreadyInstalled,
+    ReadyToFlash {
+        previous_release: Option<DeviceRelease>,
+    },
+}
+
+/// One run of the upgrader for one context: the state the steps share.
+pub(crate) struct Attempt<'a> {
+    pub(crate) upgrader: &'a OpenWrtUpgrader,
+    pub(crate) context: &'a UpgradeContext,
+    /// Whether non-critical services are stopped (and must be started again before giving
+    /// up).
+    pub(crate) services_stopped: bool,
+    /// The sysupgrade flags of the options.
+    flags: Vec<String>,
+    /// The host key the device is known by: recorded earlier, or at this attempt's first
+    /// contact.
+    host_key: Option<HostKey>,
+    /// Whether phases are reported (not when only verifying).
+    report_phases: bool,
+}
+
+impl<'a> Attempt<'a> {
+    fn new(upgrader: &'a OpenWrtUpgrader, context: &'a UpgradeContext) -> Self {
+        Self {
+            upgrader,
+            context,
+            services_stopped: false,
+            flags: context.options.sysupgrade_flags(),
+            host_key: context.connection.known_host_key.clone(),
+            report_phases: true,
+        }
+    }
+
+    fn keeps_configuration(&self) -> bool {
+        !self.flags.iter().any(|flag| flag == "-n")
+    }
+
+    fn forced(&self) -> bool {
+        self.flags.iter().any(|flag| flag == "-F")
+    }
+
+    /// Runs `command` with the command timeout.
+    pub(crate) async fn run(
+        &self,
+        session: &DeviceSession,
+        command: &str,
+        accept: Accept,
+    ) -> Result<CommandOutput, CommandError> {
+        let answer = session
+            .exec(command, self.upgrader.settings.command_timeout)
+            .await
+            .map_err(CommandError::Session)?;
+        let Some(status) = answer.exit_status else {
+            return Err(CommandError::NoExitStatus {
+                command: command.to_owned(),
+            });
+        };
+        match accept {
+            Accept::Only(accepted) if !accepted.contains(&status) => {
+                Err(CommandError::Unexpected {
+                    command: command.to_owned(),
+                    status,
+                    output: answer.output,
+                })
+            }
+            _ => Ok(answer),
+        }
+    }
+
+    async fn enter_quietly(&self, phase: UpgradePhase) -> Result<(), UpgradeError> {
+        Ok(self
+            .context
+            .reporter
+            .progress(phase, phase.milestone(), None)
+            .await?)
+    }
+
+    /// Reports a phase after the flash command was sent: cancellation is no longer possible,
+    /// and a report that cannot be persisted ends the upgrade as "may have flashed", never as
+    /// something the engine would retry.
+    async fn enter_after_flash(
+        &self,
+        phase: UpgradePhase,
+        line: Option<&str>,
+    ) -> Result<(), UpgradeError> {
+        if !self.report_phases {
+            return match line {
+                Some(line) => self.log_after_flash(line).await,
+                None => Ok(()),
+            };
+        }
+        after_flash_report(
+            self.context
+                .reporter
+                .progress(phase, phase.milestone(), line)
+                .await,
+        )
+    }
+
+    async fn log_after_flash(&self, line: &str) -> Result<(), UpgradeError> {
+        after_flash_report(self.context.reporter.log(line).await)
+    }
+
+    async fn connect_before_flash(&mut self) -> Result<DeviceSession, UpgradeError> {
+        let policy = match &self.host_key {
+            Some(host_key) => HostKeyPolicy::Expect(host_key.clone()),
+            None => HostKeyPolicy::AcceptAny,
+        };
+        let session =
+            DeviceSession::connect(&self.context.connection, &policy, self.upgrader.timeouts())
+                .await
+                .map_err(|error| match error.host_key_changed() {
+                    Some(changed) => UpgradeError::aborted(format!(
+                        "Refusing to upgrade: {changed}. The device may have been replaced, or \
+                         its address may now belong to another host; if the change is \
+                         legitimate, forget the recorded host key and try again."
+                    )),
+                    None => UpgradeError::Recoverable {
+                        message: format!("Connection failed: {error}"),
+                        source: Some(Box::new(error)),
+                    },
+                })?;
+        tracing::debug!(device = %self.context.device.id, address = session.address(), "connected");
+        if self.host_key.is_none() {
+            let host_key = session.host_key().clone();
+            self.context.reporter.record_host_key(&host_key).await?;
+            self.host_key = Some(host_key);
+        }
+        Ok(session)
+    }
+
+    /// Everything before the flash command, up to and including the `Flashing` report.
+    async fn prepare(&mut self, session: &DeviceSession) -> Result<Prepared, UpgradeError> {
+        let context = self.context;
+        context
+            .enter(
+                UpgradePhase::VerifyingIdentity,
+                "Connection successful, starting upgrade...",
+            )
+            .await?;
+        context.checkpoint().await?;
+        self.verify_identity(session).await?;
+
+        context
+            .enter(
+                UpgradePhase::ComparingChecksum,
+                "Device identity verified successfully",
+            )
+            .await?;
+        context.checkpoint().await?;
+        if self.compare_checksum(session).await? {
+            return Ok(Prepared::AlreadyInstalled);
+        }
+        let previous_release = self.check_fit(session).await?;
+        context.checkpoint().await?;
+
+        self.enter_quietly(UpgradePhase::CheckingMemory).await?;
+        memory::ensure_room_for_image(self, session).await?;
+        context.checkpoint().await?;
+
+        self.enter_quietly(UpgradePhase::Uploading).await?;
+        let remote_path = self.upgrader.remote_path(&context.image);
+        self.upload(session, &remote_path).await?;
+        context.checkpoint().await?;
+
+        if self.upgrader.settings.test_image {
+            self.enter_quietly(UpgradePhase::TestingImage).await?;
+            self.test_image(session, &remote_path).await?;
+            context.checkpoint().await?;
+        }
+
+        context
+            .enter(UpgradePhase::Flashing, "Upgrade operation in progress...")
+            .await?;
+        Ok(Prepared::ReadyToFlash { previous_release })
+    }
+
+    async fn verify_identity(&self, session: &DeviceSession) -> Result<(), UpgradeError> {
+        let answer = self
+            .run(session, commands::READ_UUID, Accept::Only(&[0, 1]))
+            .await
+            .map_err(CommandError::before_flash)?;
+        if answer.exit_status == Some(1) || answer.output.trim().is_empty() {
+            let line = "Could not read device UUID from configuration";
+            self.context.log(line).await?;
+            return Err(UpgradeError::aborted(line));
+        }
+        let expected = self.context.device.id.to_string();
+        let found = commands::normalize_uuid(&answer.output);
+        if found != expected {
+            let line = format!(
+                "Device UUID mismatch: expected \"{expected}\", found \"{found}\" in device \
+                 configuration"
+            );
+            self.context.log(&line).await?;
+            return Err(UpgradeError::aborted(line));
+        }
+        Ok(())
+    }
+
+    /// Whether the device's checksum marker names this image.
+    async fn compare_checksum(&self, session: &DeviceSession) -> Result<bool, UpgradeError> {
+        let checksum_file = &self.upgrader.settings.checksum_file;
+        let exists = self
+            .run(
+                session,
+                &commands::test_file(checksum_file),
+                Accept::Only(&[0, 1]),
+            )
+            .await
+            .map_err(CommandError::before_flash)?;
+        if exists.exit_status != Some(0) {
+            self.context
+                .log(
+                    "Image checksum file not found, proceeding with the upload of the new \
+                     image...",
+                )
+                .await?;
+            return Ok(false);
+        }
+        self.context.log("Image checksum file found").await?;
+        let marker = self
+            .run(
+                session,
+                &commands::cat_file(checksum_file),
+                Accept::Only(&[0]),
+            )
+            .await
+            .map_err(CommandError::before_flash)?;
+        if marker.output.trim() == self.context.image.sha256 {
+            self.context
+                .log(
+                    "Firmware already upgraded previously. Identical checksum found in the \
+                     filesystem, upgrade not needed.",
+                )
+                .await?;
+            return Ok(true);
+        }
+        self.context
+            .log("Checksum different, proceeding with the upload of the new image...")
+            .await?;
+        Ok(false)
+    }
+
+    /// Refuses an image that does not fit the device, from what the device says it is;
+    /// returns the release it runs now.
+    async fn check_fit(
+        &self,
+        session: &DeviceSession,
+    ) -> Result<Option<DeviceRelease>, UpgradeError> {
+        let read = |command: &'static str| async move {
+            let answer = self
+                .run(session, command, Accept::Any)
+                .await
+                .map_err(CommandError::before_flash)?;
+            Ok::<_, UpgradeError>((answer.exit_status == Some(0)).then_some(answer.output))
+        };
+        let board_name = read(commands::READ_BOARD_NAME).await?.unwrap_or_default();
+        let model = read(commands::READ_MODEL).await?.unwrap_or_default();
+        let compat_version = read(commands::READ_COMPAT_VERSION).await?;
+        let previous_release = read(commands::READ_RELEASE)
+            .await?
+            .and_then(|text| commands::parse_openwrt_release(&text));
+
+        let image = &self.context.image;
+        let identity = DeviceIdentity {
+            board_name: &board_name,
+            model: &model,
+            compat_version: compat_version.as_deref().map(str::trim),
+        };
+        let options = SysupgradeOptions {
+            keep_config: self.keeps_configuration(),
+            ignore_minor_compat_version: false,
+        };
+        let verdict = check_compatibility(
+            &self.upgrader.image_map,
+            &image.image_type,
+            image.metadata.as_ref(),
+            &identity,
+            options,
+        );
+        let fits = matches!(
+            verdict,
+            Verdict::Compatible
+                | Verdict::Unknown {
+                    map_lists_model: true
+                }
+        );
+        if fits {
+            return Ok(previous_release);
+        }
+        let facts = format!(
+            "board \"{board_name}\", model \"{model}\", compat version {}",
+            compat_version.as_deref().unwrap_or("1.0")
+        );
+        if self.forced() {
+            self.context
+                .log(&format!(
+                    "The image does not fit this device ({facts}): {verdict}. Flashing anyway \
+                     because -F was given."
+                ))
+                .await?;
+            return Ok(previous_release);
+        }
+        let line = format!("The image does not fit this device ({facts}): {verdict}.");
+        self.context.log(&line).await?;
+        Err(UpgradeError::aborted(line))
+    }
+
+    async fn upload(&self, session: &DeviceSession, remote_path: &str) -> Result<(), UpgradeError> {
+        let image = &self.context.image;
+        let stream = image
+            .source
+            .open()
+            .await
+            .map_err(|error| UpgradeError::Recoverable {
+                message: format!("could not open the image: {error}"),
+                source: Some(Box::new(error)),
+            })?;
+        session
+            .upload(
+                stream,
+                remote_path,
+                image.size,
+                self.upgrader.settings.command_timeout,
+            )
+            .await
+            .map_err(|error| UpgradeError::Recoverable {
+                message: error.to_string(),
+                source: Some(Box::new(error)),
+            })
+    }
+
+    async fn test_image(
+        &self,
+        session: &DeviceSession,
+        remote_path: &str,
+    ) -> Result<(), UpgradeError> {
+        let command =
+            commands::test_image(&self.upgrader.settings.sysupgrade, &self.flags, remote_path);
+        match self.run(session, &command, Accept::Only(&[0])).await {
+            Ok(_) => {
+                self.context
+                    .log(
+                        "Sysupgrade test passed successfully, proceeding with the upgrade \
+                         operation...",
+                    )
+                    .await?;
+                Ok(())
+            }
+            Err(CommandError::Unexpected { output, status, .. }) => {
+                let output = if output.is_empty() {
+                    format!("Unexpected exit code: {status}")
+                } else {
+                    output
+                };
+                self.context.log(&output).await?;
+                Err(UpgradeError::aborted(format!(
+                    "the device refused the image (`{command}` failed): {output}"
+                )))
+            }
+            Err(error) => Err(error.before_flash()),
+        }
+    }
+
+    /// Starts again what was stopped before giving up with `error` (before the flash). Best
+    /// effort: a broken session is replaced once; failures are logged.
+    async fn restore(&mut self, session: &DeviceSession, error: &UpgradeError) {
+        if !self.services_stopped {
+            return;
+        }
+        let line = if matches!(error, UpgradeError::Cancelled) {
+            "Restarting non-critical services..."
+        } else {
+            "Starting non critical services again..."
+        };
+        let _ = self.context.log(line).await;
+        if memory::start_services(self, session).await.is_ok() {
+            return;
+        }
+        let policy = match &self.host_key {
+            Some(host_key) => HostKeyPolicy::Expect(host_key.clone()),
+            None => HostKeyPolicy::AcceptAny,
+        };
+        let outcome = match DeviceSession::connect(
+            &self.context.connection,
+            &policy,
+            self.upgrader.timeouts(),
+        )
+        .await
+        {
+            Ok(fresh) => {
+                let outcome = memory::start_services(self, &fresh).await;
+                fresh.close().await;
+                outcome
+            }
+            Err(error) => Err(UpgradeError::recoverable(error.to_string())),
+        };
+        if let Err(error) = outcome {
+            let _ = self
+                .context
+                .log(&format!(
+                    "Could not start the non critical services again ({error}); reboot the \
+                     device to restore them."
+                ))
+                .await;
+        }
+    }
+
+    /// Sends the flash command (after openwisp-config's checksum removal) and closes the
+    /// session. Neither the exit status nor the output decides anything.
+    async fn flash(&self, session: DeviceSession) -> Result<(), UpgradeError> {
+        let settings = &self.upgrader.settings;
+        // Any answer will do; a failure is followed by the flash attempt all the same.
+        let _ = session
+            .exec(commands::REMOVE_CONFIG_CHECKSUM, settings.command_timeout)
+            .await;
+        let remote_path = self.upgrader.remote_path(&self.context.image);
+        let command = self
+            .upgrader
+            .upgrade_command(&remote_path, &self.context.options);
+        let line = match session.exec(&command, settings.upgrade_timeout).await {
+            Ok(answer) => (!answer.output.is_empty()).then_some(answer.output),
+            Err(SessionError::Timeout { .. }) => Some(format!(
+                "The upgrade command did not end within {} seconds; its session was closed.",
+                format_seconds(settings.upgrade_timeout)
+            )),
+            Err(error) => Some(format!("The upgrade command's session ended: {error}")),
+        };
+        session.close().await;
+        if let Some(line) = line {
+            self.log_after_flash(&line).await?;
+        }
+        Ok(())
+    }
+
+    async fn wait_for_reboot(&self) -> Result<(), UpgradeError> {
+        let delay = self.upgrader.settings.reconnect_delay;
+        self.enter_after_flash(
+            UpgradePhase::WaitingForReboot,
+            Some(&format!(
+                "SSH connection closed, will wait {} seconds before attempting to reconnect...",
+                format_seconds(delay)
+            )),
+        )
+        .await?;
+        tokio::time::sleep(delay).await;
+        Ok(())
+    }
+
+    /// Reconnects after the flash, `reconnect_max_retries` attempts `reconnect_retry_delay`
+    /// apart. The recorded host key must not change, unless the configuration was not kept
+    /// (`-n` regenerates it): then the new key is recorded.
+    async fn reconnect(&mut self) -> Result<DeviceSession, UpgradeError> {
+        let settings = &self.upgrader.settings;
+        self.enter_after_flash(UpgradePhase::Reconnecting, None)
+            .await?;
+        let policy = match (&self.host_key, self.keeps_configuration()) {
+            (Some(host_key), true) => HostKeyPolicy::Expect(host_key.clone()),
+            _ => HostKeyPolicy::AcceptAny,
+        };
+        let addresses = self.context.connection.addresses.join(", ");
+        let attempts = settings.reconnect_max_retries.max(1);
+        for attempt in 1..=attempts {
+            let trying =
+                format!("Trying to reconnect to device at {addresses} (attempt n.{attempt})...");
+            match DeviceSession::connect(
+                &self.context.connection,
+                &policy,
+                self.upgrader.timeouts(),
+            )
+            .await
+            {
+                Ok(session) => {
+                    self.log_after_flash(&trying).await?;
+                    self.accept_new_host_key(&session).await?;
+                    return Ok(session);
+                }
+                Err(error) => {
+                    if let Some(changed) = error.host_key_changed() {
+                        self.log_after_flash(&trying).await?;
+                        let message = format!(
+                            "The device came back after the flash with another SSH host key \
+                             although its configuration was kept: {changed}. Not trusting it."
+                        );
+                        self.log_after_flash(&message).await?;
+                        return Err(UpgradeError::FlashedNotSeenAgain { message });
+                    }
+                    self.log_after_flash(&trying).await?;
+                    if attempt < attempts {
+                        self.log_after_flash(&format!(
+                            "Device not reachable yet, ({error}).\nretrying in {} seconds...",
+                            format_seconds(settings.reconnect_retry_delay)
+                        ))
+                        .await?;
+                        tokio::time::sleep(settings.reconnect_retry_delay).await;
+                    } else {
+                        self.log_after_flash(&format!("Device not reachable yet, ({error})."))
+                            .await?;
+                    }
+                }
+            }
+        }
+        let message = "Giving up, device not reachable anymore after upgrade".to_owned();
+        self.log_after_flash(&message).await?;
+        Err(UpgradeError::FlashedNotSeenAgain { message })
+    }
+
+    async fn accept_new_host_key(&mut self, session: &DeviceSession) -> Result<(), UpgradeError> {
+        let presented = session.host_key();
+        if self.host_key.as_ref() == Some(presented) {
+            return Ok(());
+        }
+        after_flash_report(self.context.reporter.record_host_key(presented).await)?;
+        if self.host_key.is_some() {
+            self.log_after_flash(&format!(
+                "The device presents a new SSH host key after a flash that did not keep its \
+                 configuration; recorded {} {}.",
+                presented.algorithm,
+                fingerprint_hint(presented)
+            ))
+            .await?;
+        }
+        self.host_key = Some(presented.clone());
+        Ok(())
+    }
+
+    /// After reconnecting: reads what the device runs, compares it with the image, writes the
+    /// checksum marker. `verifying`: called by [`Upgrader::verify`], where the marker may
+    /// already be there.
+    async fn finish(
+        &self,
+        session: DeviceSession,
+        previous_release: Option<&DeviceRelease>,
+        verifying: bool,
+    ) -> Result<UpgradeOutcome, UpgradeError> {
+        let outcome = self
+            .check_and_mark(&session, previous_release, verifying)
+            .await;
+        session.close().await;
+        outcome
+    }
+
+    async fn check_and_mark(
+        &self,
+        session: &DeviceSession,
+        previous_release: Option<&DeviceRelease>,
+        verifying: bool,
+    ) -> Result<UpgradeOutcome, UpgradeError> {
+        let settings = &self.upgrader.settings;
+        self.enter_after_flash(UpgradePhase::VerifyingVersion, None)
+            .await?;
+        let marked = if verifying {
+            self.marker_names_image(session).await?
+        } else {
+            false
+        };
+        let release = self.read_release(session).await?;
+        if let Some(release) = &release {
+            self.log_after_flash(&format!(
+                "The device runs {} on board \"{}\".",
+                describe(release),
+                release.board_name
+            ))
+            .await?;
+        }
+        match &self.context.image.metadata {
+            Some(metadata) => {
+                if let Err(message) =
+                    compare_release(metadata, release.as_ref(), previous_release, self.forced())
+                {
+                    self.log_after_flash(&message).await?;
+                    return Err(UpgradeError::FlashedNotSeenAgain { message });
+                }
+            }
+            None if verifying && !marked => {
+                let message = "The device is reachable, but the image has no metadata to \
+                               compare its release with and the device has no checksum marker \
+                               for it: cannot tell whether it runs the image."
+                    .to_owned();
+                self.log_after_flash(&message).await?;
+                return Err(UpgradeError::FlashedNotSeenAgain { message });
+            }
+            None => {}
+        }
+        if !marked {
+            self.enter_after_flash(
+                UpgradePhase::WritingChecksum,
+                Some(&format!(
+                    "Connected! Writing checksum file to {}",
+                    settings.checksum_file
+                )),
+            )
+            .await?;
+            let commands = [
+                commands::make_parent_directory(&settings.checksum_file),
+                commands::write_checksum(&self.context.image.sha256, &settings.checksum_file),
+            ];
+            for command in commands {
+                if let Err(error) = self.run(session, &command, Accept::Only(&[0])).await {
+                    // The device runs the image; only the marker is missing, so the next
+                    // upgrade to this image would flash it again.
+                    self.log_after_flash(&format!("Could not write the checksum file: {error}"))
+                        .await?;
+                    break;
+                }
+            }
+        }
+        self.log_after_flash("Upgrade completed successfully.")
+            .await?;
+        Ok(UpgradeOutcome::Upgraded { release })
+    }
+
+    async fn marker_names_image(&self, session: &DeviceSession) -> Result<bool, UpgradeError> {
+        let checksum_file = &self.upgrader.settings.checksum_file;
+        let answer = self
+            .run(session, &commands::cat_file(checksum_file), Accept::Any)
+            .await
+            .map_err(|error| error.after_flash("could not read the checksum file"))?;
+        Ok(answer.exit_status == Some(0) && answer.output.trim() == self.context.image.sha256)
+    }
+
+    /// The release (`/etc/openwrt_release`, else `ubus call system board`) and board name.
+    async fn read_release(
+        &self,
+        session: &DeviceSession,
+    ) -> Result<Option<DeviceRelease>, UpgradeError> {
+        let unreadable = "reconnected after the flash, but could not read what the device runs";
+        let release_file = self
+            .run(session, commands::READ_RELEASE, Accept::Any)
+            .await
+            .map_err(|error| error.after_flash(unreadable))?;
+        let mut release = if release_file.exit_status == Some(0) {
+            commands::parse_openwrt_release(&release_file.output)
+        } else {
+            None
+        };
+        if release.is_none() {
+            let ubus = self
+                .run(session, commands::UBUS_SYSTEM_BOARD, Accept::Any)
+                .await
+                .map_err(|error| error.after_flash(unreadable))?;
+            if ubus.exit_status == Some(0) {
+                release = commands::parse_ubus_board(&ubus.output);
+            }
+        }
+        let board = self
+            .run(session, commands::READ_BOARD_NAME, Accept::Any)
+            .await
+            .map_err(|error| error.after_flash(unreadable))?;
+        if let Some(release) = &mut release
+            && board.exit_status == Some(0)
+            && !board.output.trim().is_empty()
+        {
+            release.board_name = board.output.trim().to_owned();
+        }
+        Ok(release)
+    }
+}
+
+/// A report after the flash: a cancellation cannot stop anything any more, and a persistence
+/// failure must not make the engine retry (flash again).
+fn after_flash_report(result: Result<(), ReportError>) -> Result<(), UpgradeError> {
+    match result {
+        Ok(()) | Err(ReportError::Cancelled) => Ok(()),
+        Err(error) => Err(UpgradeError::FlashedNotSeenAgain {
+            message: format!("the flash command was sent, then {error}"),
+        }),
+    }
+}
+
+/// Whether the release read after the reboot is the image's: version and revision as the
+/// metadata gives them, and the board among its supported devices (unless `-F` flashed it
+/// anyway). The error says what was observed.
+fn compare_release(
+    metadata: &ImageMetadata,
+    release: Option<&DeviceRelease>,
+    previous_release: Option<&DeviceRelease>,
+    forced: bool,
+) -> Result<(), String> {
+    let Some(release) = release else {
+        return Err(
+            "The device is reachable again, but neither /etc/openwrt_release nor \
+                    `ubus call system board` says what it runs: cannot tell whether it runs \
+                    the image."
+                .to_owned(),
+        );
+    };
+    let expected = &metadata.version;
+    let version_differs = expected
+        .version
+        .as_deref()
+        .is_some_and(|version| version != release.version)
+        || expected
+            .revision
+            .as_deref()
+            .is_some_and(|revision| revision != release.revision);
+    let board_unsupported = !forced
+        && metadata
+            .active_supported_devices()
+            .is_some_and(|devices| !devices.contains(&release.board_name));
+    let expected_release = [
+        expected.dist.as_deref(),
+        expected.version.as_deref(),
+        expected.revision.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(" ");
+    if version_differs {
+        let unchanged = previous_release.is_some_and(|previous| {
+            previous.version == release.version && previous.revision == release.revision
+        });
+        return Err(if unchanged {
+            format!(
+                "The device came back still running its previous release ({}), not the \
+                 image's {expected_release}: the image was not installed.",
+                describe(release)
+            )
+        } else {
+            format!(
+                "The device came back running {}, not the image's {expected_release}.",
+                describe(release)
+            )
+        });
+    }
+    if board_unsupported {
+        return Err(format!(
+            "The device came back as board \"{}\", which the image does not support ({}).",
+            release.board_name,
+            metadata
+                .active_supported_devices()
+                .unwrap_or_default()
+                .join(" ")
+        ));
+    }
+    Ok(())
+}
+
+fn describe(release: &DeviceRelease) -> String {
+    [
+        release.distribution.as_str(),
+        release.version.as_str(),
+        release.revision.as_str(),
+    ]
+    .into_iter()
+    .filter(|part| !part.is_empty())
+    .collect::<Vec<_>>()
+    .join(" ")
+}
+
+/// The start of a host key, enough to tell two keys apart in a log line.
+fn fingerprint_hint(host_key: &HostKey) -> String {
+    let tail: String = host_key
+        .key
+        .chars()
+        .rev()
+        .take(16)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("…{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metadata() -> ImageMetadata {
+        ImageMetadata::from_json(
+            br#"{"metadata_version":"1.1","compat_version":"1.0",
+                 "supported_devices":["glinet,gl-mt300n-v2"],
+                 "version":{"dist":"OpenWrt","version":"23.05.3","revision":"r23809-234f1a2efa",
+                            "target":"ramips/mt76x8","board":"glinet_gl-mt300n-v2"}}"#,
+        )
+        .unwrap()
+    }
+
+    fn release(version: &str, revision: &str, board_name: &str) -> DeviceRelease {
+        DeviceRelease {
+            distribution: "OpenWrt".to_owned(),
+            version: version.to_owned(),
+            revision: revision.to_owned(),
+            target: "ramips/mt76x8".to_owned(),
+            board_name: board_name.to_owned(),
+        }
+    }
+
+    #[test]
+    fn the_image_release_on_a_supported_board_is_a_success() {
+        let now = release("23.05.3", "r23809-234f1a2efa", "glinet,gl-mt300n-v2");
+        assert_eq!(
+            compare_release(&metadata(), Some(&now), None, false),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn the_old_release_is_reported_as_not_installed() {
+        let before = release("22.03.5", "r20134-5f15225c1e", "glinet,gl-mt300n-v2");
+        let error = compare_release(&metadata(), Some(&before), Some(&before), false).unwrap_err();
+        assert!(
+            error
+                .contains("still running its previous release (OpenWrt 22.03.5 r20134-5f15225c1e)"),
+            "{error}"
+        );
+        let other = release("23.05.2", "r23630-842932a63d", "glinet,gl-mt300n-v2");
+        let error = compare_release(&metadata(), Some(&other), Some(&before), false).unwrap_err();
+        assert!(error.contains("running OpenWrt 23.05.2"), "{error}");
+    }
+
+    #[test]
+    fn another_board_is_refused_unless_forced() {
+        let now = release("23.05.3", "r23809-234f1a2efa", "tplink,archer-c7-v2");
+        let error = compare_release(&metadata(), Some(&now), None, false).unwrap_err();
+        assert!(error.contains("board \"tplink,archer-c7-v2\""), "{error}");
+        assert_eq!(compare_release(&metadata(), Some(&now), None, true), Ok(()));
+    }
+
+    #[test]
+    fn an_unreadable_release_is_not_a_success() {
+        assert!(compare_release(&metadata(), None, None, false).is_err());
+    }
+
+    #[test]
+    fn remote_paths_keep_only_the_file_name_or_the_configured_one() {
+        struct NoImage;
+        #[async_trait]
+        impl crate::ImageSource for NoImage {
+            async fn open(&self) -> std::io::Result<Box<dyn tokio::io::AsyncRead + Send + Unpin>> {
+                Err(std::io::Error::other("no image"))
+            }
+        }
+        let image = UpgradeImage {
+            file_name:
+                "builds/1.0/openwrt-ramips-mt76x8-glinet_gl-mt300n-v2-squashfs-sysupgrade.bin"
+                    .to_owned(),
+            image_type: "ramips-mt76x8-glinet_gl-mt300n-v2-squashfs-sysupgrade.bin".to_owned(),
+            size: 1,
+            sha256: String::new(),
+            metadata: None,
+            source: Arc::new(NoImage),
+        };
+        let upgrader = OpenWrtUpgrader::new(OpenWrtSettings::default());
+        assert_eq!(
+            upgrader.remote_path(&image),
+            "/tmp/openwrt-ramips-mt76x8-glinet_gl-mt300n-v2-squashfs-sysupgrade.bin"
+        );
+        let custom = OpenWrtUpgrader::new(OpenWrtSettings {
+            remote_file_name: Some("firmware.img".to_owned()),
+            ..OpenWrtSettings::default()
+        });
+        assert_eq!(custom.remote_path(&image), "/tmp/firmware.img");
+    }
+
+    #[test]
+    fn options_follow_upstreams_rules() {
+        let upgrader = OpenWrtUpgrader::new(OpenWrtSettings::default());
+        let options = |value| UpgradeOptions::from_json(value).unwrap();
+        assert!(
+            upgrader
+                .validate_options(&options(serde_json::json!({})), false)
+                .is_ok()
+        );
+        assert!(
+            upgrader
+                .validate_options(&options(serde_json::json!({"F": true})), false)
+                .is_err()
+        );
+        assert!(
+            upgrader
+                .validate_options(&options(serde_json::json!({"F": true})), true)
+                .is_ok()
+        );
+        assert!(
+            upgrader
+                .validate_options(&options(serde_json::json!({"n": true, "c": true})), true)
+                .is_err()
+        );
+        assert_eq!(
+            upgrader.upgrade_command(
+                "/tmp/x.bin",
+                &options(serde_json::json!({"n": true, "F": true}))
+            ),
+            "/sbin/sysupgrade -v -n -F /tmp/x.bin"
+        );
+    }
+}
