@@ -1,0 +1,5 @@
+//! Integration tests of flashfleet-devsim: simulated devices driven over real SSH by the ssh2
+//! crate (libssh2), the client the OpenWrt upgrader uses.
+
+mod auth;
+mod support;
