@@ -32,6 +32,13 @@
 //! # }
 //! ```
 //!
+//! Reading the flash command's output with libssh2 (the `ssh2` crate): `sysupgrade` writes its
+//! messages to stderr, and once the device cuts the connection libssh2 no longer hands out what
+//! it buffered for the other stream, so merge stderr into stdout first
+//! (`channel.handle_extended_data(ssh2::ExtendedData::Merge)`). The read then ends with a
+//! transport error, and `exit_status()` reports 0 because none was sent: decide by reconnecting
+//! and reading the release, as the upgrader must on real devices.
+//!
 //! Invariants:
 //! - The simulator never holds an upload whole in memory: bytes stream through SHA-256 and the
 //!   fwtool inspector, only a summary (and the content of small text files) is kept, so it can

@@ -2,4 +2,9 @@
 //! crate (libssh2), the client the OpenWrt upgrader uses.
 
 mod auth;
+mod commands;
+mod flash;
+mod fleet;
 mod support;
+mod sysupgrade;
+mod uploads;
