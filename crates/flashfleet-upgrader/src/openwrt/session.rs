@@ -273,11 +273,18 @@ impl BlockingSession {
         let mut stdout = Vec::new();
         let stdout_end = read_capped(&self.session, &mut channel, &mut stdout, deadline);
         let mut stderr = Vec::new();
+        // After a broken stdout, what stderr had already received is still worth reading (a
+        // killed `sysupgrade` prints its last words there).
         let stderr_end = match stdout_end {
-            StreamEnd::Eof => {
-                read_capped(&self.session, &mut channel.stderr(), &mut stderr, deadline)
+            StreamEnd::Eof | StreamEnd::Broken => {
+                let stderr_end =
+                    read_capped(&self.session, &mut channel.stderr(), &mut stderr, deadline);
+                match stdout_end {
+                    StreamEnd::Eof => stderr_end,
+                    _ => StreamEnd::Broken,
+                }
             }
-            other => other,
+            StreamEnd::TimedOut => StreamEnd::TimedOut,
         };
         let exit_status = match stderr_end {
             StreamEnd::Eof => {
@@ -345,6 +352,11 @@ impl BlockingSession {
                 .map_err(|error| io_error(error, &transport, &timed_out))?;
             sent += read as u64;
         }
+        // The SCP source ends a file with a status byte; OpenSSH's (and dropbear's) `scp -t`
+        // waits for it and exits 1 without it. libssh2 does not send it.
+        channel
+            .write_all(&[0])
+            .map_err(|error| io_error(error, &transport, &timed_out))?;
         channel
             .send_eof()
             .map_err(|error| ssh_error(error, &transport, &timed_out))?;
