@@ -11,7 +11,7 @@ use diesel::prelude::*;
 use flashfleet_models::credentials::{ConnectionType, CredentialsSecret};
 use flashfleet_models::{
     ApiToken, BatchStatus, BatchUpgradeOperation, Build, Category, Credentials, Details, Device,
-    DeviceConnection, DeviceFirmware, DeviceGroup, FirmwareImage, MacAddress, Membership,
+    DeviceConnection, DeviceFirmware, DeviceGroup, FirmwareImage, Lease, MacAddress, Membership,
     Organization, PasswordHash, Role, StorageKey, UpgradeOperation, UpgradeOptions, UpgradePhase,
     UpgradeStatus, User,
 };
@@ -655,6 +655,8 @@ pub(crate) struct OperationRow {
     pub(crate) details: String,
     pub(crate) created: NaiveDateTime,
     pub(crate) modified: NaiveDateTime,
+    pub(crate) lease_owner: Option<String>,
+    pub(crate) lease_expires_at: Option<NaiveDateTime>,
 }
 
 impl OperationRow {
@@ -673,6 +675,11 @@ impl OperationRow {
             next_attempt_at: operation.next_attempt_at.map(naive),
             started: operation.started.map(naive),
             finished: operation.finished.map(naive),
+            lease_owner: operation.lease.as_ref().map(|lease| lease.owner.clone()),
+            lease_expires_at: operation
+                .lease
+                .as_ref()
+                .map(|lease| naive(lease.expires_at)),
             details: details_text(&operation.details),
             created: naive(operation.created),
             modified: naive(operation.modified),
@@ -696,6 +703,13 @@ impl OperationRow {
             next_attempt_at: self.next_attempt_at.map(utc),
             started: self.started.map(utc),
             finished: self.finished.map(utc),
+            lease: match (self.lease_owner, self.lease_expires_at) {
+                (Some(owner), Some(expires_at)) => Some(Lease {
+                    owner,
+                    expires_at: utc(expires_at),
+                }),
+                _ => None,
+            },
             details: parse_details(&self.details)?,
             created: utc(self.created),
             modified: utc(self.modified),

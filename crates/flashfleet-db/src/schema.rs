@@ -200,6 +200,8 @@ diesel::table! {
         details -> Text,
         created -> Timestamp,
         modified -> Timestamp,
+        lease_owner -> Nullable<Text>,
+        lease_expires_at -> Nullable<Timestamp>,
     }
 }
 

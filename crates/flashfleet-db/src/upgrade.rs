@@ -381,6 +381,7 @@ impl UpgradeRepository for Db {
             let mut changed = operation.clone();
             changed.status = completion.status;
             changed.finished = Some(time::now());
+            changed.lease = None;
             changed.next_attempt_at = None;
             if completion.status == UpgradeStatus::Success {
                 changed.phase = UpgradePhase::Done;
@@ -403,6 +404,7 @@ impl UpgradeRepository for Db {
             let mut changed = operation.clone();
             changed.status = UpgradeStatus::Cancelled;
             changed.finished = Some(time::now());
+            changed.lease = None;
             changed.next_attempt_at = None;
             append_log(&mut changed.log, CANCELLED_BY_USER);
             OperationChange::Write(Box::new(OperationRow::from_model(&changed)))
@@ -433,11 +435,88 @@ impl UpgradeRepository for Db {
             let mut changed = operation.clone();
             changed.phase = UpgradePhase::Queued;
             changed.next_attempt_at = Some(next_attempt_at);
+            changed.lease = None;
             changed.attempts = changed.attempts.saturating_add(1);
             append_log(&mut changed.log, log_line);
             OperationChange::Write(Box::new(OperationRow::from_model(&changed)))
         })
         .await
+    }
+
+    async fn claim_operations(
+        &self,
+        owner: &str,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> RepoResult<Vec<UpgradeOperation>> {
+        let now = naive(time::now());
+        let lease_until = naive(time::truncate(lease_until));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = with_transaction!(self, |connection| {
+            let candidates = QueueQueries::claimable_in_turns(&mut *connection, now, limit).await?;
+            let locked = QueueQueries::lock_claimable(&mut *connection, &candidates, now).await?;
+            let claimed: Vec<OperationRow> = diesel::update(
+                upgrade_operations::table
+                    .filter(upgrade_operations::id.eq_any(&locked))
+                    .filter(upgrade_operations::status.eq(IN_PROGRESS)),
+            )
+            .set((
+                upgrade_operations::lease_owner.eq(Some(owner)),
+                upgrade_operations::lease_expires_at.eq(Some(lease_until)),
+            ))
+            .returning(OperationRow::as_returning())
+            .get_results(connection)
+            .await?;
+            Ok((candidates, claimed))
+        })?;
+        let (candidates, mut rows) = rows;
+        // Keep the fair order chosen by the candidate query.
+        rows.sort_by_key(|row| candidates.iter().position(|candidate| *candidate == row.id));
+        Ok(convert_all(rows, OperationRow::into_model)?)
+    }
+
+    async fn renew_leases(
+        &self,
+        owner: &str,
+        ids: &[OperationId],
+        lease_until: DateTime<Utc>,
+    ) -> RepoResult<Vec<OperationId>> {
+        let ids: Vec<String> = ids.iter().map(|id| id_text(*id)).collect();
+        let lease_until = naive(time::truncate(lease_until));
+        let renewed: Vec<String> = with_conn!(self, |connection| {
+            Ok(diesel::update(
+                upgrade_operations::table
+                    .filter(upgrade_operations::id.eq_any(&ids))
+                    .filter(upgrade_operations::lease_owner.eq(owner))
+                    .filter(upgrade_operations::status.eq(IN_PROGRESS)),
+            )
+            .set(upgrade_operations::lease_expires_at.eq(Some(lease_until)))
+            .returning(upgrade_operations::id)
+            .get_results(connection)
+            .await?)
+        })?;
+        Ok(renewed
+            .iter()
+            .map(|id| crate::rows::parse_id(id))
+            .collect::<Result<_, DbError>>()?)
+    }
+
+    async fn release_lease(&self, id: OperationId, owner: &str) -> RepoResult<bool> {
+        let id = id_text(id);
+        Ok(with_conn!(self, |connection| {
+            let released = diesel::update(
+                upgrade_operations::table
+                    .find(&id)
+                    .filter(upgrade_operations::lease_owner.eq(owner)),
+            )
+            .set((
+                upgrade_operations::lease_owner.eq(None::<String>),
+                upgrade_operations::lease_expires_at.eq(None::<chrono::NaiveDateTime>),
+            ))
+            .execute(connection)
+            .await?;
+            Ok(released > 0)
+        })?)
     }
 
     async fn upgrade_candidates(
@@ -655,3 +734,130 @@ macro_rules! refresh_batch {
 }
 
 use {count_batch_operations, refresh_batch};
+
+/// The two queries of the durable queue that differ by backend.
+trait QueueQueries {
+    /// Up to `limit` ids of claimable operations: oldest first, taking turns between
+    /// organizations (the n-th oldest of every organization before the (n+1)-th of any).
+    async fn claimable_in_turns(
+        &mut self,
+        now: chrono::NaiveDateTime,
+        limit: i64,
+    ) -> Result<Vec<String>, DbError>;
+
+    /// Locks those of `ids` that are still claimable; on PostgreSQL rows another engine is
+    /// claiming right now are skipped (`FOR UPDATE SKIP LOCKED`), on SQLite the write
+    /// transaction is already exclusive.
+    async fn lock_claimable(
+        &mut self,
+        ids: &[String],
+        now: chrono::NaiveDateTime,
+    ) -> Result<Vec<String>, DbError>;
+}
+
+#[derive(diesel::QueryableByName)]
+struct IdRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    id: String,
+}
+
+/// The claimable operations ranked within their organization; `{now}` and `{limit}` are the
+/// backend's placeholders.
+macro_rules! claimable_in_turns_sql {
+    ($now:literal, $limit:literal) => {
+        concat!(
+            "SELECT id FROM (",
+            " SELECT o.id AS id, o.created AS created, ROW_NUMBER() OVER (",
+            "  PARTITION BY d.organization_id ORDER BY o.created, o.id) AS turn",
+            " FROM upgrade_operations o JOIN devices d ON d.id = o.device_id",
+            " WHERE o.status = 'in-progress'",
+            "  AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= ",
+            $now,
+            ")",
+            "  AND (o.lease_expires_at IS NULL OR o.lease_expires_at < ",
+            $now,
+            ")",
+            ") ranked ORDER BY turn, created, id LIMIT ",
+            $limit
+        )
+    };
+}
+
+/// Narrows a query on `upgrade_operations` to operations claimable at `$now`.
+macro_rules! claimable_at {
+    ($query:expr, $now:expr) => {
+        $query
+            .filter(upgrade_operations::status.eq(IN_PROGRESS))
+            .filter(
+                upgrade_operations::next_attempt_at
+                    .is_null()
+                    .or(upgrade_operations::next_attempt_at.le($now)),
+            )
+            .filter(
+                upgrade_operations::lease_expires_at
+                    .is_null()
+                    .or(upgrade_operations::lease_expires_at.lt($now)),
+            )
+    };
+}
+
+impl QueueQueries for diesel_async::AsyncPgConnection {
+    async fn claimable_in_turns(
+        &mut self,
+        now: chrono::NaiveDateTime,
+        limit: i64,
+    ) -> Result<Vec<String>, DbError> {
+        let rows: Vec<IdRow> = diesel::sql_query(claimable_in_turns_sql!("$1", "$2"))
+            .bind::<diesel::sql_types::Timestamp, _>(now)
+            .bind::<diesel::sql_types::BigInt, _>(limit)
+            .load(self)
+            .await?;
+        Ok(rows.into_iter().map(|row| row.id).collect())
+    }
+
+    async fn lock_claimable(
+        &mut self,
+        ids: &[String],
+        now: chrono::NaiveDateTime,
+    ) -> Result<Vec<String>, DbError> {
+        Ok(claimable_at!(
+            upgrade_operations::table.filter(upgrade_operations::id.eq_any(ids)),
+            now
+        )
+        .select(upgrade_operations::id)
+        .for_update()
+        .skip_locked()
+        .load(self)
+        .await?)
+    }
+}
+
+impl QueueQueries for crate::pool::SqliteAsyncConnection {
+    async fn claimable_in_turns(
+        &mut self,
+        now: chrono::NaiveDateTime,
+        limit: i64,
+    ) -> Result<Vec<String>, DbError> {
+        let rows: Vec<IdRow> = diesel::sql_query(claimable_in_turns_sql!("?", "?"))
+            .bind::<diesel::sql_types::Timestamp, _>(now)
+            .bind::<diesel::sql_types::Timestamp, _>(now)
+            .bind::<diesel::sql_types::BigInt, _>(limit)
+            .load(self)
+            .await?;
+        Ok(rows.into_iter().map(|row| row.id).collect())
+    }
+
+    async fn lock_claimable(
+        &mut self,
+        ids: &[String],
+        now: chrono::NaiveDateTime,
+    ) -> Result<Vec<String>, DbError> {
+        Ok(claimable_at!(
+            upgrade_operations::table.filter(upgrade_operations::id.eq_any(ids)),
+            now
+        )
+        .select(upgrade_operations::id)
+        .load(self)
+        .await?)
+    }
+}

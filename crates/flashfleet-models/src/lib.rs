@@ -57,7 +57,9 @@ pub use id::{
 pub use organization::{NewOrganization, Organization};
 pub use page::{Page, PageRequest};
 pub use token::{ApiToken, NewApiToken, TokenSecret};
-pub use upgrade_operation::{NewUpgradeOperation, UpgradeOperation, UpgradePhase, UpgradeStatus};
+pub use upgrade_operation::{
+    Lease, NewUpgradeOperation, UpgradeOperation, UpgradePhase, UpgradeStatus,
+};
 pub use upgrade_options::UpgradeOptions;
 pub use user::{Membership, NewUser, PasswordHash, User};
 

@@ -433,6 +433,29 @@ pub trait UpgradeRepository: Send + Sync {
         log_line: &str,
     ) -> RepoResult<Option<UpgradeOperation>>;
 
+    /// Claims up to `limit` operations that are ready to run for the engine named `owner`, until
+    /// `lease_until`: unfinished, due (`next_attempt_at` unset or past), and not leased or with
+    /// an expired lease (their engine stopped: the caller recovers them by their phase).
+    /// Oldest first, taking turns between organizations so that one organization's mass
+    /// upgrade does not starve another's. Two engines never claim the same operation.
+    async fn claim_operations(
+        &self,
+        owner: &str,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> RepoResult<Vec<UpgradeOperation>>;
+    /// Extends the leases `owner` holds on `ids` until `lease_until` (the heartbeat); returns
+    /// the ids whose lease `owner` still held. A lease that expired and was claimed by another
+    /// engine is lost: its former holder must stop working on it.
+    async fn renew_leases(
+        &self,
+        owner: &str,
+        ids: &[OperationId],
+        lease_until: DateTime<Utc>,
+    ) -> RepoResult<Vec<OperationId>>;
+    /// Gives up `owner`'s lease on `id`; the operation stays as it is, claimable again.
+    async fn release_lease(&self, id: OperationId, owner: &str) -> RepoResult<bool>;
+
     /// Upstream's `_find_related_device_firmwares` plus `_find_firmwareless_devices`: devices
     /// whose firmware record points at an image of the build's category (except those that
     /// already run this build), and, when `include_firmwareless`, devices without firmware

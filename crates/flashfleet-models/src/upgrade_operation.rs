@@ -264,12 +264,25 @@ pub struct UpgradeOperation {
     pub started: Option<DateTime<Utc>>,
     /// When it reached its final status.
     pub finished: Option<DateTime<Utc>>,
+    /// The engine working on it and until when, if one claimed it.
+    pub lease: Option<Lease>,
     /// Integrators' own fields.
     pub details: Details,
     /// When it was created (UTC).
     pub created: DateTime<Utc>,
     /// When it was last changed (UTC).
     pub modified: DateTime<Utc>,
+}
+
+/// An engine's claim on an operation: the engine renews it while it works; once it expires
+/// (the engine stopped or crashed), another engine may claim the operation and recover it by its
+/// phase.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The name of the engine holding it.
+    pub owner: String,
+    /// When it expires unless renewed.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// The fields of a new upgrade operation.
@@ -316,6 +329,7 @@ impl NewUpgradeOperation {
             next_attempt_at: None,
             started: None,
             finished: None,
+            lease: None,
             details: self.details,
             created: now,
             modified: now,

@@ -9,6 +9,7 @@ mod concurrency;
 mod devices;
 mod directory;
 mod firmware;
+mod queue;
 mod schema;
 mod support;
 mod upgrades;
