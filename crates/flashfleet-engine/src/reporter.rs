@@ -1,0 +1,103 @@
+//! The engine's [`Reporter`]: every report of an upgrader is persisted through the repository
+//! (and published on the event bus) before the upgrader goes on.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use flashfleet_models::repository::{ProgressUpdate, Repository};
+use flashfleet_models::{
+    DeviceConnectionId, OperationId, RepoError, Scope, UpgradePhase, UpgradeStatus,
+};
+use flashfleet_upgrader::{HostKey, ReportError, Reporter};
+
+use crate::events::{Event, EventBus};
+
+/// Persists the reports of one operation's upgrader.
+pub(crate) struct OperationReporter {
+    pub(crate) repository: Arc<dyn Repository>,
+    pub(crate) operation_id: OperationId,
+    pub(crate) connection_id: DeviceConnectionId,
+    pub(crate) events: EventBus,
+    /// The phase and progress last recorded, for log lines reported without a phase.
+    pub(crate) position: Mutex<(UpgradePhase, u8)>,
+}
+
+impl OperationReporter {
+    async fn record(
+        &self,
+        phase: UpgradePhase,
+        progress: u8,
+        line: Option<&str>,
+    ) -> Result<(), ReportError> {
+        let update = ProgressUpdate {
+            phase,
+            progress,
+            log_line: line.map(str::to_owned),
+        };
+        match self
+            .repository
+            .record_progress(self.operation_id, &update)
+            .await
+        {
+            Ok(Some(operation)) => {
+                if let Ok(mut position) = self.position.lock() {
+                    *position = (operation.phase, operation.progress);
+                }
+                self.events.publish(Event::Operation(Box::new(operation)));
+                Ok(())
+            }
+            // Deleted meanwhile: nobody wants this upgrade any more.
+            Ok(None) => Err(ReportError::Cancelled),
+            Err(RepoError::Transition(transition)) => {
+                if self.is_cancelled().await {
+                    Err(ReportError::Cancelled)
+                } else {
+                    Err(ReportError::Persistence(Box::new(transition)))
+                }
+            }
+            Err(error) => Err(ReportError::Persistence(Box::new(error))),
+        }
+    }
+}
+
+#[async_trait]
+impl Reporter for OperationReporter {
+    async fn progress(
+        &self,
+        phase: UpgradePhase,
+        progress: u8,
+        line: Option<&str>,
+    ) -> Result<(), ReportError> {
+        self.record(phase, progress, line).await
+    }
+
+    async fn log(&self, line: &str) -> Result<(), ReportError> {
+        let (phase, progress) = self
+            .position
+            .lock()
+            .map(|position| *position)
+            .unwrap_or((UpgradePhase::Queued, 0));
+        self.record(phase, progress, Some(line)).await
+    }
+
+    async fn is_cancelled(&self) -> bool {
+        match self
+            .repository
+            .operation(&Scope::All, self.operation_id)
+            .await
+        {
+            Ok(Some(operation)) => operation.status == UpgradeStatus::Cancelled,
+            Ok(None) => true,
+            // Unknown: carry on; the next report will fail if the database is really gone.
+            Err(_) => false,
+        }
+    }
+
+    async fn record_host_key(&self, host_key: &HostKey) -> Result<(), ReportError> {
+        self.repository
+            .record_host_key(self.connection_id, &host_key.to_string())
+            .await
+            .map(|_| ())
+            .map_err(|error| ReportError::Persistence(Box::new(error)))
+    }
+}

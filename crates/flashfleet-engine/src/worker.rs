@@ -1,0 +1,176 @@
+//! The engine's loop: claim what is due, run it, renew the leases of what runs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use flashfleet_models::repository::Repository;
+use flashfleet_models::{OperationId, time};
+use flashfleet_upgrader::UpgraderRegistry;
+use tokio::sync::Notify;
+use tokio::task::{AbortHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::EngineConfig;
+use crate::error::EngineError;
+use crate::events::EventBus;
+use crate::files::FirmwareFiles;
+use crate::runner::{Shared, run_operation};
+
+/// Runs queued upgrade operations. Cheap to clone; clones share one engine.
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+    wake: Arc<Notify>,
+}
+
+impl Engine {
+    /// An engine over `repository`, running upgrades with `upgraders` on images read from
+    /// `files`, publishing changes on `events`.
+    pub fn new(
+        repository: Arc<dyn Repository>,
+        upgraders: UpgraderRegistry,
+        files: Arc<dyn FirmwareFiles>,
+        events: EventBus,
+        config: EngineConfig,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                repository,
+                upgraders,
+                files,
+                events,
+                config,
+            }),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// The event bus this engine publishes on.
+    pub fn events(&self) -> &EventBus {
+        &self.shared.events
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.shared.config
+    }
+
+    /// Tells the engine that work was queued, so it claims now rather than at its next poll.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Claims and runs operations until `shutdown` is cancelled; then stops claiming, waits for
+    /// the operations in flight to end, and returns.
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), EngineError> {
+        self.work(Some(shutdown)).await
+    }
+
+    /// Claims and runs operations until none is claimable and none is running (operations
+    /// waiting for a later retry are left for later). For tests, benchmarks and one-shot tools.
+    pub async fn run_until_idle(&self) -> Result<(), EngineError> {
+        self.work(None).await
+    }
+
+    async fn work(&self, shutdown: Option<CancellationToken>) -> Result<(), EngineError> {
+        let config = &self.shared.config;
+        let mut running: JoinSet<(OperationId, Result<(), EngineError>)> = JoinSet::new();
+        let mut abort_handles: HashMap<OperationId, AbortHandle> = HashMap::new();
+        let mut heartbeat = tokio::time::interval(config.heartbeat);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let stopping = || {
+            shutdown
+                .as_ref()
+                .is_some_and(CancellationToken::is_cancelled)
+        };
+        loop {
+            if !stopping() && running.len() < config.max_in_flight {
+                let lease_until = time::now() + lease_duration(config);
+                let claimed = self
+                    .shared
+                    .repository
+                    .claim_operations(
+                        &config.name,
+                        lease_until,
+                        config.max_in_flight - running.len(),
+                    )
+                    .await?;
+                for operation in claimed {
+                    let shared = Arc::clone(&self.shared);
+                    let id = operation.id;
+                    let handle =
+                        running.spawn(async move { (id, run_operation(&shared, operation).await) });
+                    abort_handles.insert(id, handle);
+                }
+            }
+            if running.is_empty() && (shutdown.is_none() || stopping()) {
+                return Ok(());
+            }
+            let poll = tokio::time::sleep(config.poll_interval);
+            tokio::select! {
+                finished = running.join_next(), if !running.is_empty() => {
+                    if let Some(finished) = finished {
+                        match finished {
+                            Ok((id, result)) => {
+                                abort_handles.remove(&id);
+                                if let Err(error) = result {
+                                    tracing::error!(operation = %id, %error, "running an upgrade failed");
+                                }
+                            }
+                            Err(join_error) if join_error.is_panic() => {
+                                tracing::error!(%join_error, "an upgrade task panicked");
+                            }
+                            Err(_) => {}
+                        }
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    self.renew(&mut abort_handles).await;
+                }
+                _ = self.wake.notified() => {}
+                _ = poll, if shutdown.is_some() => {}
+                _ = cancelled(shutdown.as_ref()) => {}
+            }
+        }
+    }
+
+    /// Renews the leases of the operations in flight; stops those whose lease was lost (another
+    /// engine took them over after this one failed to renew in time).
+    async fn renew(&self, abort_handles: &mut HashMap<OperationId, AbortHandle>) {
+        if abort_handles.is_empty() {
+            return;
+        }
+        let config = &self.shared.config;
+        let ids: Vec<OperationId> = abort_handles.keys().copied().collect();
+        let lease_until = time::now() + lease_duration(config);
+        match self
+            .shared
+            .repository
+            .renew_leases(&config.name, &ids, lease_until)
+            .await
+        {
+            Ok(renewed) => {
+                for id in ids.iter().filter(|id| !renewed.contains(id)) {
+                    // Finished operations drop their lease too; only a running task is stopped.
+                    if let Some(handle) = abort_handles.remove(id) {
+                        handle.abort();
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not renew leases; retrying at the next heartbeat")
+            }
+        }
+    }
+}
+
+fn lease_duration(config: &EngineConfig) -> chrono::Duration {
+    chrono::Duration::from_std(config.lease).unwrap_or(chrono::TimeDelta::MAX)
+}
+
+async fn cancelled(shutdown: Option<&CancellationToken>) {
+    match shutdown {
+        Some(token) => token.cancelled().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,4 @@
+//! The engine against a real database (both backends) and a scripted upgrader.
+
+mod running;
+mod support;

@@ -1,0 +1,233 @@
+//! A scripted upgrader, in-memory firmware files, and a device ready to upgrade.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flashfleet_db::Db;
+use flashfleet_engine::{EngineConfig, FirmwareFiles, RetryPolicy};
+use flashfleet_models::credentials::{CredentialsSecret, SecretText};
+use flashfleet_models::repository::{
+    DeviceRepository, DirectoryRepository, FirmwareRepository, UpgradeRepository,
+};
+use flashfleet_models::{
+    DeviceFirmware, DeviceId, FirmwareImage, NewBuild, NewCategory, NewCredentials, NewDevice,
+    NewDeviceConnection, NewFirmwareImage, NewOrganization, NewUpgradeOperation, Organization,
+    StorageKey, UpgradeOperation, UpgradeOptions, UpgradePhase, ValidationErrors,
+};
+use flashfleet_upgrader::{UpgradeContext, UpgradeError, UpgradeOutcome, Upgrader};
+use tokio::io::AsyncRead;
+
+/// The connection type the scripted upgrader is registered under.
+pub(crate) const SCRIPTED: &str = "scripted";
+
+/// What the scripted upgrader does for a device, attempt after attempt (the last step repeats).
+#[derive(Clone, Debug)]
+pub(crate) enum Step {
+    Succeed,
+    FailRecoverably,
+    Abort,
+}
+
+/// An upgrader that follows a script per device and counts calls.
+#[derive(Default)]
+pub(crate) struct ScriptedUpgrader {
+    pub(crate) scripts: Mutex<HashMap<DeviceId, Vec<Step>>>,
+    pub(crate) upgrades: Mutex<HashMap<DeviceId, u32>>,
+    pub(crate) verifications: Mutex<HashMap<DeviceId, u32>>,
+    /// How long each upgrade takes (to make two engines overlap).
+    pub(crate) duration: Duration,
+}
+
+impl ScriptedUpgrader {
+    pub(crate) fn upgrades_of(&self, device: DeviceId) -> u32 {
+        self.upgrades
+            .lock()
+            .expect("an unpoisoned lock")
+            .get(&device)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub(crate) fn verifications_of(&self, device: DeviceId) -> u32 {
+        self.verifications
+            .lock()
+            .expect("an unpoisoned lock")
+            .get(&device)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+#[async_trait]
+impl Upgrader for ScriptedUpgrader {
+    fn validate_options(
+        &self,
+        _options: &UpgradeOptions,
+        _allow_force: bool,
+    ) -> Result<(), ValidationErrors> {
+        Ok(())
+    }
+
+    async fn upgrade(&self, context: &UpgradeContext) -> Result<UpgradeOutcome, UpgradeError> {
+        let device = context.device.id;
+        let attempt = {
+            let mut upgrades = self.upgrades.lock().expect("an unpoisoned lock");
+            let count = upgrades.entry(device).or_default();
+            *count += 1;
+            *count
+        };
+        let step = {
+            let scripts = self.scripts.lock().expect("an unpoisoned lock");
+            let script = scripts
+                .get(&device)
+                .cloned()
+                .unwrap_or_else(|| vec![Step::Succeed]);
+            script
+                .get(attempt as usize - 1)
+                .or(script.last())
+                .cloned()
+                .unwrap_or(Step::Succeed)
+        };
+        context
+            .enter(UpgradePhase::Connecting, "connecting")
+            .await?;
+        if !self.duration.is_zero() {
+            tokio::time::sleep(self.duration).await;
+        }
+        match step {
+            Step::Succeed => {
+                context.enter(UpgradePhase::Flashing, "flashing").await?;
+                Ok(UpgradeOutcome::Upgraded { release: None })
+            }
+            Step::FailRecoverably => Err(UpgradeError::recoverable("Connection failed")),
+            Step::Abort => Err(UpgradeError::aborted("Device UUID mismatch")),
+        }
+    }
+
+    async fn verify(&self, context: &UpgradeContext) -> Result<UpgradeOutcome, UpgradeError> {
+        *self
+            .verifications
+            .lock()
+            .expect("an unpoisoned lock")
+            .entry(context.device.id)
+            .or_default() += 1;
+        context
+            .enter(UpgradePhase::VerifyingVersion, "verifying")
+            .await?;
+        Ok(UpgradeOutcome::Upgraded { release: None })
+    }
+}
+
+/// Firmware files that are all empty.
+pub(crate) struct EmptyFiles;
+
+#[async_trait]
+impl FirmwareFiles for EmptyFiles {
+    async fn open(&self, _key: &StorageKey) -> std::io::Result<Box<dyn AsyncRead + Send + Unpin>> {
+        Ok(Box::new(tokio::io::empty()))
+    }
+}
+
+/// Fast settings: no waiting between retries, short leases.
+pub(crate) fn fast_config(name: &str) -> EngineConfig {
+    EngineConfig {
+        name: name.to_owned(),
+        max_in_flight: 8,
+        lease: Duration::from_secs(30),
+        heartbeat: Duration::from_millis(200),
+        poll_interval: Duration::from_millis(20),
+        task_timeout: Duration::from_secs(1500),
+        retry: RetryPolicy {
+            max_retries: 2,
+            backoff: Duration::ZERO,
+            backoff_max: Duration::ZERO,
+            jitter: false,
+        },
+    }
+}
+
+/// An organization with one build and one image.
+pub(crate) struct Fixture {
+    pub(crate) organization: Organization,
+    pub(crate) image: FirmwareImage,
+}
+
+pub(crate) async fn fixture(db: &Db) -> Fixture {
+    let organization = db
+        .insert_organization(&NewOrganization::new("ACME", "acme").into_organization())
+        .await
+        .expect("test setup");
+    let category = db
+        .insert_category(&NewCategory::new(Some(organization.id), "APs").into_category())
+        .await
+        .expect("test setup");
+    let build = db
+        .insert_build(&NewBuild::new(category.id, "2.0").into_build())
+        .await
+        .expect("test setup");
+    let mut new_image = NewFirmwareImage {
+        build_id: build.id,
+        image_type: "ath79-generic-tplink_archer-c7-v2-squashfs-sysupgrade.bin".into(),
+        file_name: "openwrt-ath79-generic-tplink_archer-c7-v2-squashfs-sysupgrade.bin".into(),
+        size: 4,
+        sha256: "0".repeat(64),
+        storage_key: StorageKey::for_image(build.id, "openwrt.bin"),
+        metadata: None,
+        details: Default::default(),
+    };
+    new_image.validate(|_| true).expect("test setup");
+    let image = db
+        .insert_image(&new_image.into_image())
+        .await
+        .expect("test setup");
+    Fixture {
+        organization,
+        image,
+    }
+}
+
+/// A device with a scripted connection, and an operation queued to put the fixture's image on
+/// it.
+pub(crate) async fn queued_device(db: &Db, fixture: &Fixture, name: &str) -> UpgradeOperation {
+    let mac = format!(
+        "02:00:00:{:02X}:{:02X}:{:02X}",
+        name.len(),
+        name.bytes().map(u32::from).sum::<u32>() % 256,
+        name.bytes().last().unwrap_or(0)
+    );
+    let mut new_device = NewDevice::new(
+        fixture.organization.id,
+        name,
+        mac.parse().expect("test setup"),
+    );
+    new_device.model = "TP-Link Archer C7 v2".into();
+    new_device.management_ip = Some("127.0.0.1".into());
+    let device = db
+        .insert_device(&new_device.into_device())
+        .await
+        .expect("test setup");
+    let mut credentials = NewCredentials::new(
+        Some(fixture.organization.id),
+        format!("{name} root"),
+        "root",
+        CredentialsSecret::Password(SecretText::new("secret")),
+    );
+    credentials.connection_type = flashfleet_models::ConnectionType::new(SCRIPTED);
+    let credentials = db
+        .insert_credentials(&credentials.into_credentials())
+        .await
+        .expect("test setup");
+    db.insert_connection(
+        &NewDeviceConnection::new(device.id, credentials.id).into_connection(&credentials),
+    )
+    .await
+    .expect("test setup");
+    db.queue_upgrade(
+        &DeviceFirmware::new(device.id, fixture.image.id, false),
+        &NewUpgradeOperation::new(device.id, fixture.image.id).into_operation(),
+    )
+    .await
+    .expect("test setup")
+}
