@@ -51,8 +51,7 @@ use crate::openwrt::session::{
     CommandOutput, DeviceSession, HostKeyPolicy, SessionError, Timeouts,
 };
 use crate::{
-    DeviceRelease, HostKey, ReportError, UpgradeContext, UpgradeError, UpgradeImage,
-    UpgradeOutcome, Upgrader,
+    DeviceRelease, HostKey, ReportError, UpgradeContext, UpgradeError, UpgradeOutcome, Upgrader,
 };
 
 /// The OpenWrt upgrader (upstream `openwisp_firmware_upgrader.upgraders.openwrt.OpenWrt`),
@@ -99,16 +98,20 @@ impl OpenWrtUpgrader {
         &self.settings
     }
 
-    /// Where `image` is uploaded: [`OpenWrtSettings::remote_upload_dir`] and the image's own
-    /// file name (its last path segment), or [`OpenWrtSettings::remote_file_name`] when set.
-    pub fn remote_path(&self, image: &UpgradeImage) -> String {
+    /// Where an image stored as `file_name` is uploaded (upstream `get_remote_path`):
+    /// [`OpenWrtSettings::remote_upload_dir`] and the last path segment of `file_name`, or
+    /// [`OpenWrtSettings::remote_file_name`] when set.
+    ///
+    /// ```
+    /// use flashfleet_upgrader::openwrt::{OpenWrtSettings, OpenWrtUpgrader};
+    ///
+    /// let upgrader = OpenWrtUpgrader::new(OpenWrtSettings::default());
+    /// assert_eq!(upgrader.remote_path("builds/1/openwrt-x86-64.bin"), "/tmp/openwrt-x86-64.bin");
+    /// ```
+    pub fn remote_path(&self, file_name: &str) -> String {
         let file_name = match &self.settings.remote_file_name {
             Some(file_name) => file_name.as_str(),
-            None => image
-                .file_name
-                .rsplit('/')
-                .next()
-                .unwrap_or(&image.file_name),
+            None => file_name.rsplit('/').next().unwrap_or(file_name),
         };
         format!(
             "{}/{}",
@@ -437,7 +440,7 @@ impl<'a> Attempt<'a> {
         context.checkpoint().await?;
 
         self.enter_quietly(UpgradePhase::Uploading).await?;
-        let remote_path = self.upgrader.remote_path(&context.image);
+        let remote_path = self.upgrader.remote_path(&context.image.file_name);
         self.upload(session, &remote_path).await?;
         context.checkpoint().await?;
 
@@ -693,7 +696,7 @@ impl<'a> Attempt<'a> {
         let _ = session
             .exec(commands::REMOVE_CONFIG_CHECKSUM, settings.command_timeout)
             .await;
-        let remote_path = self.upgrader.remote_path(&self.context.image);
+        let remote_path = self.upgrader.remote_path(&self.context.image.file_name);
         let command = self
             .upgrader
             .upgrade_command(&remote_path, &self.context.options);
@@ -1104,33 +1107,19 @@ mod tests {
 
     #[test]
     fn remote_paths_keep_only_the_file_name_or_the_configured_one() {
-        struct NoImage;
-        #[async_trait]
-        impl crate::ImageSource for NoImage {
-            async fn open(&self) -> std::io::Result<Box<dyn tokio::io::AsyncRead + Send + Unpin>> {
-                Err(std::io::Error::other("no image"))
-            }
-        }
-        let image = UpgradeImage {
-            file_name:
-                "builds/1.0/openwrt-ramips-mt76x8-glinet_gl-mt300n-v2-squashfs-sysupgrade.bin"
-                    .to_owned(),
-            image_type: "ramips-mt76x8-glinet_gl-mt300n-v2-squashfs-sysupgrade.bin".to_owned(),
-            size: 1,
-            sha256: String::new(),
-            metadata: None,
-            source: Arc::new(NoImage),
-        };
+        let file_name =
+            "builds/1.0/openwrt-ramips-mt76x8-glinet_gl-mt300n-v2-squashfs-sysupgrade.bin";
         let upgrader = OpenWrtUpgrader::new(OpenWrtSettings::default());
         assert_eq!(
-            upgrader.remote_path(&image),
+            upgrader.remote_path(file_name),
             "/tmp/openwrt-ramips-mt76x8-glinet_gl-mt300n-v2-squashfs-sysupgrade.bin"
         );
         let custom = OpenWrtUpgrader::new(OpenWrtSettings {
             remote_file_name: Some("firmware.img".to_owned()),
+            remote_upload_dir: "/var/tmp/".to_owned(),
             ..OpenWrtSettings::default()
         });
-        assert_eq!(custom.remote_path(&image), "/tmp/firmware.img");
+        assert_eq!(custom.remote_path(file_name), "/var/tmp/firmware.img");
     }
 
     #[test]
