@@ -229,6 +229,72 @@ impl UpgradeRepository for Db {
         })?)
     }
 
+    async fn queue_batch(
+        &self,
+        batch: &BatchUpgradeOperation,
+        upgrades: &[(DeviceFirmware, UpgradeOperation)],
+    ) -> RepoResult<(BatchUpgradeOperation, Vec<UpgradeOperation>, Vec<DeviceId>)> {
+        let mut batch_row = BatchRow::from_model(batch);
+        let now = naive(time::now());
+        let device_ids: Vec<String> = upgrades
+            .iter()
+            .map(|(_, operation)| id_text(operation.device_id))
+            .collect();
+        let (batch_row, operations, busy) = with_transaction!(self, |connection| {
+            let busy: Vec<String> = upgrade_operations::table
+                .filter(upgrade_operations::device_id.eq_any(&device_ids))
+                .filter(upgrade_operations::status.eq(IN_PROGRESS))
+                .select(upgrade_operations::device_id)
+                .load(connection)
+                .await?;
+            let free: Vec<&(DeviceFirmware, UpgradeOperation)> = upgrades
+                .iter()
+                .filter(|(_, operation)| !busy.contains(&id_text(operation.device_id)))
+                .collect();
+            if !free.is_empty() {
+                batch_row.status = BatchStatus::InProgress.as_str().to_owned();
+            }
+            let stored_batch = diesel::insert_into(batch_upgrade_operations::table)
+                .values(&batch_row)
+                .returning(BatchRow::as_returning())
+                .get_result(connection)
+                .await?;
+            let mut operations = Vec::with_capacity(free.len());
+            for (device_firmware, operation) in free {
+                let mut firmware_row = DeviceFirmwareRow::from_model(device_firmware);
+                firmware_row.installed = false;
+                diesel::insert_into(device_firmwares::table)
+                    .values(&firmware_row)
+                    .on_conflict(device_firmwares::device_id)
+                    .do_update()
+                    .set((
+                        device_firmwares::image_id.eq(&firmware_row.image_id),
+                        device_firmwares::installed.eq(false),
+                        device_firmwares::modified.eq(now),
+                    ))
+                    .execute(connection)
+                    .await?;
+                let mut operation_row = OperationRow::from_model(operation);
+                operation_row.batch_id = Some(batch_row.id.clone());
+                operations.push(
+                    diesel::insert_into(upgrade_operations::table)
+                        .values(&operation_row)
+                        .returning(OperationRow::as_returning())
+                        .get_result(connection)
+                        .await?,
+                );
+            }
+            Ok((stored_batch, operations, busy))
+        })?;
+        Ok((
+            batch_row.into_model()?,
+            convert_all(operations, OperationRow::into_model)?,
+            busy.iter()
+                .map(|id| crate::rows::parse_id(id))
+                .collect::<Result<_, DbError>>()?,
+        ))
+    }
+
     async fn insert_operation(&self, operation: &UpgradeOperation) -> RepoResult<UpgradeOperation> {
         let row = OperationRow::from_model(operation);
         Ok(with_conn!(self, |connection| {

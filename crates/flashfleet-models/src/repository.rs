@@ -387,6 +387,16 @@ pub trait UpgradeRepository: Send + Sync {
         device_firmware: &DeviceFirmware,
         operation: &UpgradeOperation,
     ) -> RepoResult<UpgradeOperation>;
+    /// Stores a mass upgrade with its operations in one transaction: the batch is stored
+    /// `in-progress` (or `idle` without operations), and for each `(firmware record,
+    /// operation)` the device's firmware record points at the new image (not installed) and
+    /// the operation is queued. Devices that already have an unfinished operation are left
+    /// out and returned, so a concurrent single upgrade is never overwritten.
+    async fn queue_batch(
+        &self,
+        batch: &BatchUpgradeOperation,
+        upgrades: &[(DeviceFirmware, UpgradeOperation)],
+    ) -> RepoResult<(BatchUpgradeOperation, Vec<UpgradeOperation>, Vec<DeviceId>)>;
     /// Stores an operation without touching the device's firmware record.
     async fn insert_operation(&self, operation: &UpgradeOperation) -> RepoResult<UpgradeOperation>;
     /// The operation `id` if its device is in `scope`.

@@ -3,7 +3,9 @@
 use chrono::Duration;
 use flashfleet_db::testing::TestDb;
 use flashfleet_db::{Backend, Db};
-use flashfleet_models::repository::{Completion, ProgressUpdate, UpgradeRepository};
+use flashfleet_models::repository::{
+    Completion, DeviceRepository, ProgressUpdate, UpgradeRepository,
+};
 use flashfleet_models::{OperationId, UpgradePhase, UpgradeStatus, time};
 
 use crate::support::{BOARD, chain, device, operation};
@@ -261,5 +263,57 @@ async fn two_engines_claiming_at_once_never_claim_one_operation_twice() {
         if test_db.backend() == Backend::Postgres {
             eprintln!("claims raced on PostgreSQL with FOR UPDATE SKIP LOCKED");
         }
+    }
+}
+
+#[tokio::test]
+async fn a_batch_is_queued_in_one_transaction_leaving_busy_devices_out() {
+    use flashfleet_models::{BatchStatus, DeviceFirmware, NewBatch, NewUpgradeOperation, Scope};
+    for test_db in TestDb::all().await {
+        let db = test_db.db();
+        let chain = chain(db, "acme").await;
+        let free = device(db, chain.organization.id, "free", BOARD).await;
+        let busy = device(db, chain.organization.id, "busy", BOARD).await;
+        let running = operation(db, &busy, &chain.image).await;
+        let batch = NewBatch::new(chain.build.id).into_batch();
+        let upgrades: Vec<_> = [&free, &busy]
+            .into_iter()
+            .map(|device| {
+                let mut operation = NewUpgradeOperation::new(device.id, chain.image.id);
+                operation.batch_id = Some(batch.id);
+                (
+                    DeviceFirmware::new(device.id, chain.image.id, true),
+                    operation.into_operation(),
+                )
+            })
+            .collect();
+
+        let (stored, operations, left_out) = db.queue_batch(&batch, &upgrades).await.unwrap();
+
+        assert_eq!(
+            stored.status,
+            BatchStatus::InProgress,
+            "backend: {}",
+            test_db.backend()
+        );
+        assert_eq!(operations.len(), 1, "backend: {}", test_db.backend());
+        assert_eq!(
+            (operations[0].device_id, operations[0].batch_id),
+            (free.id, Some(batch.id))
+        );
+        assert_eq!(left_out, [busy.id], "backend: {}", test_db.backend());
+        let firmware = db.device_firmware(free.id).await.unwrap().unwrap();
+        assert!(
+            !firmware.installed,
+            "backend: {}: a queued upgrade is not installed yet",
+            test_db.backend()
+        );
+        let untouched = db
+            .operation(&Scope::All, running.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(untouched.batch_id, None, "backend: {}", test_db.backend());
+        assert_eq!(db.batch_counters(batch.id).await.unwrap().total, 1);
     }
 }
