@@ -19,6 +19,7 @@ mod config;
 mod error;
 mod events;
 mod files;
+mod mass_upgrade;
 mod reporter;
 mod runner;
 mod worker;
@@ -27,4 +28,7 @@ pub use crate::config::{EngineConfig, RetryPolicy};
 pub use crate::error::EngineError;
 pub use crate::events::{Event, EventBus};
 pub use crate::files::FirmwareFiles;
+pub use crate::mass_upgrade::{
+    MassUpgradeRequest, PlannedUpgrade, SkippedDevice, StartedMassUpgrade, UpgradePlan,
+};
 pub use crate::worker::Engine;

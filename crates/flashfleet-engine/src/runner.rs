@@ -239,9 +239,22 @@ async fn finish(
     line: String,
     installed: bool,
 ) -> Result<(), EngineError> {
+    // Upgraders usually log why they stop before returning the reason: do not repeat it.
+    let already_logged = !line.is_empty()
+        && shared
+            .repository
+            .operation(&Scope::All, operation.id)
+            .await?
+            .is_some_and(|stored| {
+                stored
+                    .log
+                    .lines()
+                    .last()
+                    .is_some_and(|last| last.contains(line.as_str()))
+            });
     let completion = Completion {
         status,
-        log_line: (!line.is_empty()).then_some(line),
+        log_line: (!line.is_empty() && !already_logged).then_some(line),
         installed,
     };
     let Some(stored) = shared

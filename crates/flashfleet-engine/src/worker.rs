@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use flashfleet_boards::ImageMap;
 use flashfleet_models::repository::Repository;
 use flashfleet_models::{OperationId, time};
 use flashfleet_upgrader::UpgraderRegistry;
@@ -21,6 +22,7 @@ use crate::runner::{Shared, run_operation};
 pub struct Engine {
     shared: Arc<Shared>,
     wake: Arc<Notify>,
+    image_map: Arc<ImageMap>,
 }
 
 impl Engine {
@@ -42,7 +44,24 @@ impl Engine {
                 config,
             }),
             wake: Arc::new(Notify::new()),
+            image_map: Arc::new(ImageMap::openwrt().clone()),
         }
+    }
+
+    /// Uses `image_map` (the built-in OpenWrt map with the operator's custom images) instead of
+    /// the built-in map.
+    pub fn with_image_map(mut self, image_map: Arc<ImageMap>) -> Self {
+        self.image_map = image_map;
+        self
+    }
+
+    /// The image-to-board map this engine matches devices with.
+    pub fn image_map(&self) -> &ImageMap {
+        &self.image_map
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
     }
 
     /// The event bus this engine publishes on.

@@ -1,4 +1,5 @@
 //! The engine against a real database (both backends) and a scripted upgrader.
 
+mod mass;
 mod running;
 mod support;
