@@ -61,6 +61,9 @@ pub struct EngineConfig {
     pub name: String,
     /// Upgrades running at once in this engine.
     pub max_in_flight: usize,
+    /// Image uploads running at once in this engine (the other steps of an upgrade are light;
+    /// uploads use the bandwidth and the CPU of SSH encryption).
+    pub max_uploads: usize,
     /// How long a claim lasts without a heartbeat.
     #[serde(with = "seconds")]
     pub lease: Duration,
@@ -87,6 +90,7 @@ impl Default for EngineConfig {
                 uuid::Uuid::new_v4().simple()
             ),
             max_in_flight: 100,
+            max_uploads: 32,
             lease: Duration::from_secs(30),
             heartbeat: Duration::from_secs(10),
             poll_interval: Duration::from_secs(1),

@@ -14,7 +14,10 @@ use flashfleet_upgrader::{
     ConnectionTarget, HostKey, ImageSource, UpgradeContext, UpgradeError, UpgradeImage,
     UpgradeOutcome, UpgraderRegistry,
 };
+use std::pin::Pin;
+
 use tokio::io::AsyncRead;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::EngineConfig;
 use crate::error::EngineError;
@@ -29,6 +32,8 @@ pub(crate) struct Shared {
     pub(crate) files: Arc<dyn FirmwareFiles>,
     pub(crate) events: EventBus,
     pub(crate) config: EngineConfig,
+    /// One permit per upload allowed at once ([`EngineConfig::max_uploads`]).
+    pub(crate) upload_permits: Arc<Semaphore>,
 }
 
 /// Upstream's log line for an operation past its time limit.
@@ -129,12 +134,32 @@ pub(crate) async fn run_operation(
             shared.events.publish(Event::Operation(Box::new(stored)));
         }
     }
-    let result = if operation.phase.is_past_flash() {
-        // The engine that ran this operation stopped after the flash command may have been
-        // sent: only check what the device runs now, never flash it again.
-        upgrader.verify(&context).await
-    } else {
-        upgrader.upgrade(&context).await
+    // The task timeout counts from the first start of the operation (upstream's soft time
+    // limit counted per celery run; here a retried or recovered operation cannot outlive it).
+    let elapsed = operation
+        .started
+        .map_or(std::time::Duration::ZERO, |started| {
+            (Utc::now() - started).to_std().unwrap_or_default()
+        });
+    let remaining = shared.config.task_timeout.saturating_sub(elapsed);
+    let run = async {
+        if operation.phase.is_past_flash() {
+            // The engine that ran this operation stopped after the flash command may have
+            // been sent: only check what the device runs now, never flash it again.
+            upgrader.verify(&context).await
+        } else {
+            upgrader.upgrade(&context).await
+        }
+    };
+    let Ok(result) = tokio::time::timeout(remaining, run).await else {
+        return finish(
+            shared,
+            &operation,
+            UpgradeStatus::Failed,
+            TIMED_OUT.to_owned(),
+            false,
+        )
+        .await;
     };
     conclude(shared, &operation, &device, connection.id, result).await
 }
@@ -298,19 +323,47 @@ fn upgrade_image(shared: &Shared, image: &FirmwareImage) -> UpgradeImage {
         source: Arc::new(StoredImage {
             files: Arc::clone(&shared.files),
             key: image.storage_key.clone(),
+            upload_permits: Arc::clone(&shared.upload_permits),
         }),
     }
 }
 
-/// An image's bytes, read from firmware storage each time the upgrader opens it.
+/// An image's bytes, read from firmware storage each time the upgrader opens it. Opening waits
+/// for an upload permit, held until the stream is dropped: upgraders open the image to upload
+/// it, so this bounds the uploads running at once without the upgraders knowing.
 struct StoredImage {
     files: Arc<dyn FirmwareFiles>,
     key: StorageKey,
+    upload_permits: Arc<Semaphore>,
 }
 
 #[async_trait]
 impl ImageSource for StoredImage {
     async fn open(&self) -> std::io::Result<Box<dyn AsyncRead + Send + Unpin>> {
-        self.files.open(&self.key).await
+        let permit = Arc::clone(&self.upload_permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| std::io::Error::other("the engine is shutting down"))?;
+        let stream = self.files.open(&self.key).await?;
+        Ok(Box::new(PermittedStream {
+            stream,
+            _permit: permit,
+        }))
+    }
+}
+
+/// A stream that holds an upload permit for as long as it lives.
+struct PermittedStream {
+    stream: Box<dyn AsyncRead + Send + Unpin>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for PermittedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+        buffer: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(context, buffer)
     }
 }

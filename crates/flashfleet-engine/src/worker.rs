@@ -41,6 +41,7 @@ impl Engine {
                 upgraders,
                 files,
                 events,
+                upload_permits: Arc::new(tokio::sync::Semaphore::new(config.max_uploads.max(1))),
                 config,
             }),
             wake: Arc::new(Notify::new()),

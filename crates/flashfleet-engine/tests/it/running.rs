@@ -53,7 +53,7 @@ async fn a_queued_operation_runs_to_success_and_marks_the_firmware_installed() {
         );
         assert_eq!(
             stored.log,
-            "connecting\nflashing\nUpgrade completed successfully.",
+            "connecting\nuploading\nflashing\nUpgrade completed successfully.",
             "backend: {}",
             test_db.backend()
         );
@@ -72,6 +72,7 @@ async fn a_queued_operation_runs_to_success_and_marks_the_firmware_installed() {
             statuses,
             [
                 (UpgradePhase::Connecting, UpgradeStatus::InProgress),
+                (UpgradePhase::Uploading, UpgradeStatus::InProgress),
                 (UpgradePhase::Flashing, UpgradeStatus::InProgress),
                 (UpgradePhase::Done, UpgradeStatus::Success)
             ],
@@ -347,5 +348,27 @@ async fn two_engines_on_one_database_never_run_one_operation_twice() {
                 test_db.backend()
             );
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn uploads_at_once_stay_within_the_configured_limit() {
+    for test_db in TestDb::all().await {
+        let db = test_db.db();
+        let fixture = fixture(db).await;
+        for index in 0..6 {
+            queued_device(db, &fixture, &format!("ap-{index}")).await;
+        }
+        let upgrader = Arc::new(ScriptedUpgrader {
+            duration: Duration::from_millis(50),
+            ..ScriptedUpgrader::default()
+        });
+        // fast_config runs 8 upgrades at once but only 2 uploads.
+        engine(db, &upgrader, "engine-a")
+            .run_until_idle()
+            .await
+            .unwrap();
+        let (open, most) = *upgrader.uploads.lock().unwrap();
+        assert_eq!((open, most), (0, 2), "backend: {}", test_db.backend());
     }
 }

@@ -36,8 +36,10 @@ pub(crate) struct ScriptedUpgrader {
     pub(crate) scripts: Mutex<HashMap<DeviceId, Vec<Step>>>,
     pub(crate) upgrades: Mutex<HashMap<DeviceId, u32>>,
     pub(crate) verifications: Mutex<HashMap<DeviceId, u32>>,
-    /// How long each upgrade takes (to make two engines overlap).
+    /// How long each upgrade's upload takes (to make upgrades overlap).
     pub(crate) duration: Duration,
+    /// Uploads open right now, and the most seen at once.
+    pub(crate) uploads: Mutex<(usize, usize)>,
 }
 
 impl ScriptedUpgrader {
@@ -93,8 +95,24 @@ impl Upgrader for ScriptedUpgrader {
         context
             .enter(UpgradePhase::Connecting, "connecting")
             .await?;
-        if !self.duration.is_zero() {
-            tokio::time::sleep(self.duration).await;
+        if let Step::Succeed = step {
+            context.enter(UpgradePhase::Uploading, "uploading").await?;
+            let image = context
+                .image
+                .source
+                .open()
+                .await
+                .map_err(|error| UpgradeError::recoverable(error.to_string()))?;
+            {
+                let mut uploads = self.uploads.lock().expect("an unpoisoned lock");
+                uploads.0 += 1;
+                uploads.1 = uploads.1.max(uploads.0);
+            }
+            if !self.duration.is_zero() {
+                tokio::time::sleep(self.duration).await;
+            }
+            self.uploads.lock().expect("an unpoisoned lock").0 -= 1;
+            drop(image);
         }
         match step {
             Step::Succeed => {
@@ -135,6 +153,7 @@ pub(crate) fn fast_config(name: &str) -> EngineConfig {
     EngineConfig {
         name: name.to_owned(),
         max_in_flight: 8,
+        max_uploads: 2,
         lease: Duration::from_secs(30),
         heartbeat: Duration::from_millis(200),
         poll_interval: Duration::from_millis(20),
