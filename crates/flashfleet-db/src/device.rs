@@ -420,6 +420,30 @@ impl DeviceRepository for Db {
         })?)
     }
 
+    async fn save_device_firmware(
+        &self,
+        device_firmware: &DeviceFirmware,
+    ) -> RepoResult<DeviceFirmware> {
+        let row = DeviceFirmwareRow::from_model(device_firmware);
+        let now = naive(time::now());
+        Ok(with_conn!(self, |connection| {
+            let stored = diesel::insert_into(device_firmwares::table)
+                .values(&row)
+                .on_conflict(device_firmwares::device_id)
+                .do_update()
+                .set((
+                    device_firmwares::image_id.eq(&row.image_id),
+                    device_firmwares::installed.eq(row.installed),
+                    device_firmwares::details.eq(&row.details),
+                    device_firmwares::modified.eq(now),
+                ))
+                .returning(DeviceFirmwareRow::as_returning())
+                .get_result(connection)
+                .await?;
+            stored.into_model()
+        })?)
+    }
+
     async fn delete_device_firmware(&self, device_id: DeviceId) -> RepoResult<bool> {
         Ok(with_conn!(self, |connection| {
             let deleted = diesel::delete(

@@ -19,6 +19,7 @@ mod config;
 mod error;
 mod events;
 mod files;
+mod hooks;
 mod mass_upgrade;
 mod reporter;
 mod runner;
