@@ -1,5 +1,6 @@
 //! The engine against a real database (both backends) and a scripted upgrader.
 
+mod devsim;
 mod hooks;
 mod mass;
 mod running;
