@@ -9,6 +9,7 @@
 
 pub use flashfleet_boards as boards;
 pub use flashfleet_db as db;
+pub use flashfleet_engine as engine;
 pub use flashfleet_models as models;
 pub use flashfleet_upgrader as upgrader;
 
