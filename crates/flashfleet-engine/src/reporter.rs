@@ -1,6 +1,7 @@
 //! The engine's [`Reporter`]: every report of an upgrader is persisted through the repository
 //! (and published on the event bus) before the upgrader goes on.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -20,6 +21,8 @@ pub(crate) struct OperationReporter {
     pub(crate) events: EventBus,
     /// The phase and progress last recorded, for log lines reported without a phase.
     pub(crate) position: Mutex<(UpgradePhase, u8)>,
+    /// Set when another engine took the operation over: report nothing more, stop.
+    pub(crate) lease_lost: Arc<AtomicBool>,
 }
 
 impl OperationReporter {
@@ -29,6 +32,9 @@ impl OperationReporter {
         progress: u8,
         line: Option<&str>,
     ) -> Result<(), ReportError> {
+        if self.lease_lost.load(Ordering::SeqCst) {
+            return Err(ReportError::Cancelled);
+        }
         let update = ProgressUpdate {
             phase,
             progress,
@@ -81,6 +87,9 @@ impl Reporter for OperationReporter {
     }
 
     async fn is_cancelled(&self) -> bool {
+        if self.lease_lost.load(Ordering::SeqCst) {
+            return true;
+        }
         match self
             .repository
             .operation(&Scope::All, self.operation_id)

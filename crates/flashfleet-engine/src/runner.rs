@@ -1,6 +1,7 @@
 //! Running one claimed operation: from the rows to an [`UpgradeContext`], through the upgrader,
 //! to the operation's final status (or its next attempt).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -43,6 +44,7 @@ const TIMED_OUT: &str = "Operation timed out.";
 pub(crate) async fn run_operation(
     shared: &Shared,
     operation: UpgradeOperation,
+    lease_lost: Arc<AtomicBool>,
 ) -> Result<(), EngineError> {
     let repository = &shared.repository;
     if let Some(started) = operation.started {
@@ -106,6 +108,7 @@ pub(crate) async fn run_operation(
         connection_id: connection.id,
         events: shared.events.clone(),
         position: Mutex::new((operation.phase, operation.progress)),
+        lease_lost: Arc::clone(&lease_lost),
     });
     let context = UpgradeContext {
         connection: ConnectionTarget {
@@ -151,7 +154,12 @@ pub(crate) async fn run_operation(
             upgrader.upgrade(&context).await
         }
     };
-    let Ok(result) = tokio::time::timeout(remaining, run).await else {
+    let result = tokio::time::timeout(remaining, run).await;
+    if lease_lost.load(Ordering::SeqCst) {
+        // Another engine owns the operation now: it decides how it ends.
+        return Ok(());
+    }
+    let Ok(result) = result else {
         return finish(
             shared,
             &operation,

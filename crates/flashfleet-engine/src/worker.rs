@@ -2,13 +2,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use flashfleet_boards::ImageMap;
 use flashfleet_models::repository::Repository;
-use flashfleet_models::{OperationId, time};
+use flashfleet_models::{OperationId, Scope, time};
 use flashfleet_upgrader::UpgraderRegistry;
 use tokio::sync::Notify;
-use tokio::task::{AbortHandle, JoinSet};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::EngineConfig;
@@ -95,7 +96,7 @@ impl Engine {
     async fn work(&self, shutdown: Option<CancellationToken>) -> Result<(), EngineError> {
         let config = &self.shared.config;
         let mut running: JoinSet<(OperationId, Result<(), EngineError>)> = JoinSet::new();
-        let mut abort_handles: HashMap<OperationId, AbortHandle> = HashMap::new();
+        let mut leases: HashMap<OperationId, Arc<AtomicBool>> = HashMap::new();
         let mut heartbeat = tokio::time::interval(config.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let stopping = || {
@@ -118,9 +119,10 @@ impl Engine {
                 for operation in claimed {
                     let shared = Arc::clone(&self.shared);
                     let id = operation.id;
-                    let handle =
-                        running.spawn(async move { (id, run_operation(&shared, operation).await) });
-                    abort_handles.insert(id, handle);
+                    let lost = Arc::new(AtomicBool::new(false));
+                    leases.insert(id, Arc::clone(&lost));
+                    running
+                        .spawn(async move { (id, run_operation(&shared, operation, lost).await) });
                 }
             }
             if running.is_empty() && (shutdown.is_none() || stopping()) {
@@ -132,7 +134,7 @@ impl Engine {
                     if let Some(finished) = finished {
                         match finished {
                             Ok((id, result)) => {
-                                abort_handles.remove(&id);
+                                leases.remove(&id);
                                 if let Err(error) = result {
                                     tracing::error!(operation = %id, %error, "running an upgrade failed");
                                 }
@@ -145,7 +147,7 @@ impl Engine {
                     }
                 }
                 _ = heartbeat.tick() => {
-                    self.renew(&mut abort_handles).await;
+                    self.renew(&leases).await;
                 }
                 _ = self.wake.notified() => {}
                 _ = poll, if shutdown.is_some() => {}
@@ -154,31 +156,44 @@ impl Engine {
         }
     }
 
-    /// Renews the leases of the operations in flight; stops those whose lease was lost (another
-    /// engine took them over after this one failed to renew in time).
-    async fn renew(&self, abort_handles: &mut HashMap<OperationId, AbortHandle>) {
-        if abort_handles.is_empty() {
+    /// Renews the leases of the operations in flight. A lease found lost (this engine could not
+    /// renew it in time and another engine claimed the operation) is flagged: the operation's
+    /// task stops at its next report and writes nothing more. Tasks are never aborted, so no
+    /// database transaction is ever cut in the middle.
+    async fn renew(&self, leases: &HashMap<OperationId, Arc<AtomicBool>>) {
+        if leases.is_empty() {
             return;
         }
         let config = &self.shared.config;
-        let ids: Vec<OperationId> = abort_handles.keys().copied().collect();
+        let ids: Vec<OperationId> = leases.keys().copied().collect();
         let lease_until = time::now() + lease_duration(config);
-        match self
+        let renewed = match self
             .shared
             .repository
             .renew_leases(&config.name, &ids, lease_until)
             .await
         {
-            Ok(renewed) => {
-                for id in ids.iter().filter(|id| !renewed.contains(id)) {
-                    // Finished operations drop their lease too; only a running task is stopped.
-                    if let Some(handle) = abort_handles.remove(id) {
-                        handle.abort();
-                    }
-                }
-            }
+            Ok(renewed) => renewed,
             Err(error) => {
-                tracing::warn!(%error, "could not renew leases; retrying at the next heartbeat")
+                tracing::warn!(%error, "could not renew leases; retrying at the next heartbeat");
+                return;
+            }
+        };
+        for id in ids.iter().filter(|id| !renewed.contains(id)) {
+            // Not renewed: finished (or waiting for a retry) meanwhile, or taken over by another
+            // engine. Only the last one is lost.
+            let taken_over = match self.shared.repository.operation(&Scope::All, *id).await {
+                Ok(Some(operation)) => {
+                    !operation.status.is_final()
+                        && operation
+                            .lease
+                            .is_some_and(|lease| lease.owner != config.name)
+                }
+                Ok(None) | Err(_) => false,
+            };
+            if taken_over && let Some(lost) = leases.get(id) {
+                tracing::warn!(operation = %id, "lease lost to another engine; stopping this run");
+                lost.store(true, Ordering::SeqCst);
             }
         }
     }

@@ -348,3 +348,79 @@ async fn a_single_upgrade_follows_upstreams_rules() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_engines_share_one_mass_upgrade_and_run_each_operation_once() {
+    for test_db in TestDb::all().await {
+        let db = test_db.db();
+        let fixture = fixture(db).await;
+        let older = older_image(db, &fixture).await;
+        let mut devices = Vec::new();
+        for index in 0..20 {
+            devices.push(device_on(db, &fixture, &format!("ap-{index}"), &older).await);
+        }
+        let upgrader = Arc::new(ScriptedUpgrader {
+            duration: std::time::Duration::from_millis(20),
+            ..ScriptedUpgrader::default()
+        });
+        let registry = |upgrader: &Arc<ScriptedUpgrader>| {
+            let mut upgraders = UpgraderRegistry::empty();
+            upgraders.register(
+                SCRIPTED,
+                Arc::clone(upgrader) as Arc<dyn flashfleet_upgrader::Upgrader>,
+            );
+            upgraders
+        };
+        let first = Engine::new(
+            Arc::new(db.clone()),
+            registry(&upgrader),
+            Arc::new(EmptyFiles),
+            EventBus::default(),
+            fast_config("engine-a"),
+        );
+        let second_db = flashfleet_db::Db::connect(&test_db.config()).await.unwrap();
+        let second = Engine::new(
+            Arc::new(second_db),
+            registry(&upgrader),
+            Arc::new(EmptyFiles),
+            EventBus::default(),
+            fast_config("engine-b"),
+        );
+        let request = MassUpgradeRequest {
+            build_id: Some(fixture.image.build_id),
+            ..MassUpgradeRequest::default()
+        };
+        let started = first
+            .start_mass_upgrade(&Scope::All, &request, false)
+            .await
+            .unwrap();
+        assert_eq!(started.operations.len(), 20);
+
+        let (first_result, second_result) =
+            tokio::join!(first.run_until_idle(), second.run_until_idle());
+        first_result.unwrap();
+        second_result.unwrap();
+
+        for device in &devices {
+            assert_eq!(
+                upgrader.upgrades_of(device.id),
+                1,
+                "backend: {}: run exactly once",
+                test_db.backend()
+            );
+        }
+        let batch = db
+            .batch(&Scope::All, started.batch.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            batch.status,
+            BatchStatus::Success,
+            "backend: {}",
+            test_db.backend()
+        );
+        let counters = db.batch_counters(batch.id).await.unwrap();
+        assert_eq!((counters.total, counters.success), (20, 20));
+    }
+}
