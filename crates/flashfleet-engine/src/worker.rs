@@ -115,7 +115,18 @@ impl Engine {
                         lease_until,
                         config.max_in_flight - running.len(),
                     )
-                    .await?;
+                    .await;
+                let claimed = match claimed {
+                    Ok(claimed) => claimed,
+                    // Nothing runs: report the failure to the caller, who decides.
+                    Err(error) if running.is_empty() => return Err(error.into()),
+                    // Operations run: never drop them (their tasks would be cut in the
+                    // middle); claim again at the next turn.
+                    Err(error) => {
+                        tracing::warn!(%error, "could not claim operations; retrying");
+                        Vec::new()
+                    }
+                };
                 for operation in claimed {
                     let shared = Arc::clone(&self.shared);
                     let id = operation.id;
