@@ -118,10 +118,13 @@ impl Engine {
                     .await;
                 let claimed = match claimed {
                     Ok(claimed) => claimed,
-                    // Nothing runs: report the failure to the caller, who decides.
-                    Err(error) if running.is_empty() => return Err(error.into()),
-                    // Operations run: never drop them (their tasks would be cut in the
-                    // middle); claim again at the next turn.
+                    // A one-shot run with nothing running: report the failure to the caller.
+                    Err(error) if running.is_empty() && shutdown.is_none() => {
+                        return Err(error.into());
+                    }
+                    // Never drop the operations in flight (their tasks would be cut in the
+                    // middle), and a serving engine outlives a database outage: claim again at
+                    // the next turn.
                     Err(error) => {
                         tracing::warn!(%error, "could not claim operations; retrying");
                         Vec::new()
