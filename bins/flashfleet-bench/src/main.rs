@@ -501,6 +501,9 @@ async fn run_engine(
         name: "flashfleet-bench".to_owned(),
         max_in_flight: limits.in_flight,
         max_uploads: limits.uploads,
+        max_preparing: EngineConfig::default()
+            .max_preparing
+            .max(limits.uploads * 2),
         lease: Duration::from_secs(60),
         heartbeat: Duration::from_secs(10),
         poll_interval: Duration::from_millis(200),

@@ -64,6 +64,11 @@ pub struct EngineConfig {
     /// Image uploads running at once in this engine (the other steps of an upgrade are light;
     /// uploads use the bandwidth and the CPU of SSH encryption).
     pub max_uploads: usize,
+    /// Upgrades at once in the steps from connecting to the end of the upload; the others wait,
+    /// still queued, before connecting. This bounds the SSH sessions open before uploads and
+    /// keeps the first uploads from competing with the checks of the whole fleet. Waiting for
+    /// reboots is not bounded by it.
+    pub max_preparing: usize,
     /// How long a claim lasts without a heartbeat.
     #[serde(with = "seconds")]
     pub lease: Duration,
@@ -91,6 +96,7 @@ impl Default for EngineConfig {
             ),
             max_in_flight: 100,
             max_uploads: 32,
+            max_preparing: 64,
             lease: Duration::from_secs(30),
             heartbeat: Duration::from_secs(10),
             poll_interval: Duration::from_secs(1),

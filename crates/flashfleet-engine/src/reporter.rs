@@ -4,6 +4,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use async_trait::async_trait;
 use flashfleet_models::repository::{ProgressUpdate, Repository};
 use flashfleet_models::{
@@ -23,6 +25,10 @@ pub(crate) struct OperationReporter {
     pub(crate) position: Mutex<(UpgradePhase, u8)>,
     /// Set when another engine took the operation over: report nothing more, stop.
     pub(crate) lease_lost: Arc<AtomicBool>,
+    /// Permits for the steps from connecting to the end of the upload.
+    pub(crate) preparing_permits: Arc<Semaphore>,
+    /// The permit this operation holds while in those steps.
+    pub(crate) preparing: tokio::sync::Mutex<Option<OwnedSemaphorePermit>>,
 }
 
 impl OperationReporter {
@@ -34,6 +40,21 @@ impl OperationReporter {
     ) -> Result<(), ReportError> {
         if self.lease_lost.load(Ordering::SeqCst) {
             return Err(ReportError::Cancelled);
+        }
+        {
+            // Entering the steps before the upload waits for a permit (the operation stays
+            // queued meanwhile); leaving the upload gives it back.
+            let mut preparing = self.preparing.lock().await;
+            let in_preparation =
+                (UpgradePhase::Connecting..=UpgradePhase::Uploading).contains(&phase);
+            if in_preparation && preparing.is_none() {
+                *preparing = Arc::clone(&self.preparing_permits)
+                    .acquire_owned()
+                    .await
+                    .ok();
+            } else if !in_preparation {
+                *preparing = None;
+            }
         }
         let update = ProgressUpdate {
             phase,

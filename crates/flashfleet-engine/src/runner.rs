@@ -35,6 +35,9 @@ pub(crate) struct Shared {
     pub(crate) config: EngineConfig,
     /// One permit per upload allowed at once ([`EngineConfig::max_uploads`]).
     pub(crate) upload_permits: Arc<Semaphore>,
+    /// One permit per upgrade allowed at once between connecting and the end of the upload
+    /// ([`EngineConfig::max_preparing`]).
+    pub(crate) preparing_permits: Arc<Semaphore>,
 }
 
 /// Upstream's log line for an operation past its time limit.
@@ -109,6 +112,8 @@ pub(crate) async fn run_operation(
         events: shared.events.clone(),
         position: Mutex::new((operation.phase, operation.progress)),
         lease_lost: Arc::clone(&lease_lost),
+        preparing_permits: Arc::clone(&shared.preparing_permits),
+        preparing: tokio::sync::Mutex::new(None),
     });
     let context = UpgradeContext {
         connection: ConnectionTarget {

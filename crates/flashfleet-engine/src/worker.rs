@@ -43,6 +43,9 @@ impl Engine {
                 files,
                 events,
                 upload_permits: Arc::new(tokio::sync::Semaphore::new(config.max_uploads.max(1))),
+                preparing_permits: Arc::new(tokio::sync::Semaphore::new(
+                    config.max_preparing.max(1),
+                )),
                 config,
             }),
             wake: Arc::new(Notify::new()),

@@ -352,7 +352,7 @@ async fn two_engines_on_one_database_never_run_one_operation_twice() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn uploads_at_once_stay_within_the_configured_limit() {
+async fn uploads_and_preparing_upgrades_at_once_stay_within_their_limits() {
     for test_db in TestDb::all().await {
         let db = test_db.db();
         let fixture = fixture(db).await;
@@ -370,5 +370,8 @@ async fn uploads_at_once_stay_within_the_configured_limit() {
             .unwrap();
         let (open, most) = *upgrader.uploads.lock().unwrap();
         assert_eq!((open, most), (0, 2), "backend: {}", test_db.backend());
+        // 6 upgrades would all connect at once; only 4 may prepare (connect..upload).
+        let (preparing, most) = *upgrader.preparing.lock().unwrap();
+        assert_eq!((preparing, most), (0, 4), "backend: {}", test_db.backend());
     }
 }

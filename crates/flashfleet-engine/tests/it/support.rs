@@ -40,6 +40,8 @@ pub(crate) struct ScriptedUpgrader {
     pub(crate) duration: Duration,
     /// Uploads open right now, and the most seen at once.
     pub(crate) uploads: Mutex<(usize, usize)>,
+    /// Upgrades between connecting and the end of their upload right now, and the most seen.
+    pub(crate) preparing: Mutex<(usize, usize)>,
 }
 
 impl ScriptedUpgrader {
@@ -96,6 +98,11 @@ impl Upgrader for ScriptedUpgrader {
             .enter(UpgradePhase::Connecting, "connecting")
             .await?;
         if let Step::Succeed = step {
+            {
+                let mut preparing = self.preparing.lock().expect("an unpoisoned lock");
+                preparing.0 += 1;
+                preparing.1 = preparing.1.max(preparing.0);
+            }
             context.enter(UpgradePhase::Uploading, "uploading").await?;
             let image = context
                 .image
@@ -113,6 +120,7 @@ impl Upgrader for ScriptedUpgrader {
             }
             self.uploads.lock().expect("an unpoisoned lock").0 -= 1;
             drop(image);
+            self.preparing.lock().expect("an unpoisoned lock").0 -= 1;
         }
         match step {
             Step::Succeed => {
@@ -154,6 +162,7 @@ pub(crate) fn fast_config(name: &str) -> EngineConfig {
         name: name.to_owned(),
         max_in_flight: 8,
         max_uploads: 2,
+        max_preparing: 4,
         lease: Duration::from_secs(30),
         heartbeat: Duration::from_millis(200),
         poll_interval: Duration::from_millis(20),
