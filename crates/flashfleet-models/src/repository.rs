@@ -283,7 +283,10 @@ pub trait DeviceRepository: Send + Sync {
     ) -> RepoResult<DeviceFirmware>;
     /// Stores `device_firmware` as the firmware record of its device, replacing the image,
     /// `installed` and `details` of an existing record.
-    async fn save_device_firmware(&self, device_firmware: &DeviceFirmware) -> RepoResult<DeviceFirmware>;
+    async fn save_device_firmware(
+        &self,
+        device_firmware: &DeviceFirmware,
+    ) -> RepoResult<DeviceFirmware>;
     /// Deletes the firmware record of `device_id`.
     async fn delete_device_firmware(&self, device_id: DeviceId) -> RepoResult<bool>;
 }
