@@ -1,9 +1,7 @@
 //! Single and mass upgrades: which devices a build would touch (the dry run), queueing them,
 //! and cancelling.
 
-use flashfleet_boards::{
-    DeviceIdentity, ImageMetadata, SysupgradeOptions, Verdict, check_compatibility,
-};
+use flashfleet_boards::{DeviceIdentity, SysupgradeOptions, Verdict, check_compatibility};
 use flashfleet_models::batch::{NO_DEVICES_FOUND, validate_batch_group};
 use flashfleet_models::device_firmware::{AssignmentCheck, validate_assignment};
 use flashfleet_models::repository::OperationFilter;
@@ -15,6 +13,7 @@ use flashfleet_models::{
 
 use crate::error::EngineError;
 use crate::events::Event;
+use crate::runner::image_metadata;
 use crate::worker::Engine;
 
 /// What a mass upgrade of a build should do.
@@ -301,10 +300,7 @@ impl Engine {
             .boards_for_image(&image.image_type)
             .map(<[String]>::to_vec)
             .unwrap_or_default();
-        let metadata_lists_board = image
-            .metadata
-            .as_ref()
-            .and_then(|metadata| ImageMetadata::from_json(metadata.to_string().as_bytes()).ok())
+        let metadata_lists_board = image_metadata(&image)
             .and_then(|metadata| metadata.active_supported_devices().map(<[String]>::to_vec))
             .is_some_and(|devices| devices.contains(&device.board_name));
         // An image typed from its own metadata lists board names, not models: accept the device
@@ -458,10 +454,7 @@ fn verdict(
     device: &Device,
     keep_config: bool,
 ) -> Verdict {
-    let metadata = image
-        .metadata
-        .as_ref()
-        .and_then(|metadata| ImageMetadata::from_json(metadata.to_string().as_bytes()).ok());
+    let metadata = image_metadata(image);
     if device.board_name.is_empty() && metadata.is_some() {
         // The device has not reported its board name yet: the metadata cannot be checked.
         return Verdict::Unknown {

@@ -329,10 +329,7 @@ fn upgrade_image(shared: &Shared, image: &FirmwareImage) -> UpgradeImage {
         image_type: image.image_type.clone(),
         size: image.size,
         sha256: image.sha256.clone(),
-        metadata: image
-            .metadata
-            .as_ref()
-            .and_then(|metadata| ImageMetadata::from_json(metadata.to_string().as_bytes()).ok()),
+        metadata: image_metadata(image),
         source: Arc::new(StoredImage {
             files: Arc::clone(&shared.files),
             key: image.storage_key.clone(),
@@ -379,4 +376,11 @@ impl AsyncRead for PermittedStream {
     ) -> std::task::Poll<std::io::Result<()>> {
         Pin::new(&mut self.stream).poll_read(context, buffer)
     }
+}
+
+/// The fwtool metadata stored with `image` (its JSON as the image carries it), if any and
+/// readable.
+pub(crate) fn image_metadata(image: &FirmwareImage) -> Option<ImageMetadata> {
+    let metadata = image.metadata.as_ref()?;
+    ImageMetadata::from_json(metadata.to_string().as_bytes()).ok()
 }
