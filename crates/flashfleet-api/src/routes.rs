@@ -1,0 +1,178 @@
+//! The URL table: every route of the API, in one place.
+//!
+//! Paths are upstream's: `/api/v1/firmware-upgrader/...` (openwisp-firmware-upgrader),
+//! `/api/v1/controller/...` (openwisp-controller's devices and credentials) and
+//! `/api/v1/users/...` (openwisp-users), each ending with `/` as Django's do.
+
+use actix_web::http::Method;
+use actix_web::http::header::{ALLOW, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, Resource, ResponseError, Route, guard, web};
+
+use crate::error::ApiError;
+use crate::input::MAX_BODY_BYTES;
+use crate::{
+    batches, builds, categories, device_firmware, images, live, openapi, operations, upgrades,
+};
+
+/// Where upstream's firmware-upgrader API lives.
+pub const FIRMWARE_UPGRADER_PREFIX: &str = "/api/v1/firmware-upgrader/";
+
+/// Mounts the whole API (under `/api/v1`) into an actix-web app or scope. The app must carry a
+/// `web::Data<ApiState>`:
+///
+/// ```no_run
+/// # fn example(state: flashfleet_api::ApiState) {
+/// use actix_web::{App, web};
+///
+/// let app = App::new()
+///     .app_data(web::Data::new(state))
+///     .configure(flashfleet_api::configure);
+/// # }
+/// ```
+pub fn configure(config: &mut web::ServiceConfig) {
+    config.service(
+        web::scope("/api/v1")
+            .wrap(actix_web::middleware::from_fn(
+                crate::request_context::request_context,
+            ))
+            .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+            .app_data(web::PathConfig::default().error_handler(|_, _| {
+                // A malformed id in a path matches no object: upstream's URL patterns answer 404.
+                ApiError::not_found("Not found.").into()
+            }))
+            .service(firmware_upgrader())
+            .service(
+                resource("/openapi.json", &[Method::GET]).route(get().to(openapi::document)),
+            )
+            .service(openapi::docs())
+            .default_service(web::to(not_found)),
+    );
+}
+
+fn firmware_upgrader() -> actix_web::Scope {
+    use Method as M;
+    web::scope("/firmware-upgrader")
+        .service(
+            resource("/build/", &[M::GET, M::POST])
+                .route(get().to(builds::list))
+                .route(web::post().to(builds::create)),
+        )
+        .service(
+            resource("/build/{id}/", &[M::GET, M::PUT, M::PATCH, M::DELETE])
+                .route(get().to(builds::get))
+                .route(web::put().to(builds::update))
+                .route(web::patch().to(builds::update))
+                .route(web::delete().to(builds::delete)),
+        )
+        .service(
+            resource("/build/{id}/upgrade/", &[M::GET, M::POST])
+                .route(get().to(upgrades::dry_run))
+                .route(web::post().to(upgrades::start)),
+        )
+        .service(
+            resource("/build/{build}/image/", &[M::GET, M::POST])
+                .route(get().to(images::list))
+                .route(web::post().to(images::create)),
+        )
+        .service(
+            resource("/build/{build}/image/{id}/", &[M::GET, M::DELETE])
+                .route(get().to(images::get))
+                .route(web::delete().to(images::delete)),
+        )
+        .service(
+            resource("/build/{build}/image/{id}/download/", &[M::GET])
+                .route(get().to(images::download)),
+        )
+        .service(
+            resource("/category/", &[M::GET, M::POST])
+                .route(get().to(categories::list))
+                .route(web::post().to(categories::create)),
+        )
+        .service(
+            resource("/category/{id}/", &[M::GET, M::PUT, M::PATCH, M::DELETE])
+                .route(get().to(categories::get))
+                .route(web::put().to(categories::update))
+                .route(web::patch().to(categories::update))
+                .route(web::delete().to(categories::delete)),
+        )
+        .service(
+            resource("/batch-upgrade-operation/", &[M::GET]).route(get().to(batches::list)),
+        )
+        .service(
+            resource("/batch-upgrade-operation/{id}/", &[M::GET])
+                .route(get().to(batches::get)),
+        )
+        .service(
+            resource("/batch-upgrade-operation/{id}/cancel/", &[M::POST])
+                .route(web::post().to(batches::cancel)),
+        )
+        .service(
+            resource("/batch-upgrade-operation/{id}/events/", &[M::GET])
+                .route(get().to(live::batch_events)),
+        )
+        .service(
+            resource("/upgrade-operation/", &[M::GET]).route(get().to(operations::list)),
+        )
+        .service(
+            resource("/upgrade-operation/{id}/", &[M::GET]).route(get().to(operations::get)),
+        )
+        .service(
+            resource("/upgrade-operation/{id}/cancel/", &[M::POST])
+                .route(web::post().to(operations::cancel)),
+        )
+        .service(
+            resource("/upgrade-operation/{id}/events/", &[M::GET])
+                .route(get().to(live::operation_events)),
+        )
+        .service(
+            resource("/device/{id}/upgrade-operation/", &[M::GET])
+                .route(get().to(operations::list_for_device)),
+        )
+        .service(
+            resource("/device/{id}/firmware/", &[M::GET, M::PUT, M::PATCH, M::DELETE])
+                .route(get().to(device_firmware::get))
+                .route(web::put().to(device_firmware::update))
+                .route(web::patch().to(device_firmware::update))
+                .route(web::delete().to(device_firmware::delete)),
+        )
+        .service(
+            resource("/device/{id}/events/", &[M::GET]).route(get().to(live::device_events)),
+        )
+}
+
+/// A resource that answers methods outside `methods` with a 405 problem naming the allowed
+/// ones (and `OPTIONS`, `HEAD` as upstream lists them).
+pub(crate) fn resource(path: &str, methods: &[Method]) -> Resource {
+    let mut allowed: Vec<&str> = methods.iter().map(Method::as_str).collect();
+    if methods.contains(&Method::GET) {
+        allowed.push("HEAD");
+    }
+    allowed.push("OPTIONS");
+    let allow = allowed.join(", ");
+    web::resource(path).default_service(web::to(move |request: HttpRequest| {
+        let allow = allow.clone();
+        async move {
+            let mut response = if request.method() == Method::OPTIONS {
+                HttpResponse::Ok().finish()
+            } else {
+                ApiError::MethodNotAllowed {
+                    method: request.method().to_string(),
+                }
+                .error_response()
+            };
+            if let Ok(value) = HeaderValue::from_str(&allow) {
+                response.headers_mut().insert(ALLOW, value);
+            }
+            response
+        }
+    }))
+}
+
+/// A route for `GET` and `HEAD` (actix-http sends no body for `HEAD`).
+pub(crate) fn get() -> Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found("Not found."))
+}
