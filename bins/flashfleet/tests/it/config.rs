@@ -19,11 +19,7 @@ fn config_defaults_works_even_with_a_broken_configuration() {
     workspace.write("flashfleet.toml", "this is not toml");
     workspace.run_ok(&["config", "--defaults"]);
     let run = workspace.run_err(&["config"]);
-    assert!(
-        run.stderr.contains("flashfleet.toml is not valid TOML"),
-        "{}",
-        run.stderr
-    );
+    run.stderr_has("flashfleet.toml is not valid TOML");
 }
 
 #[test]
@@ -87,17 +83,13 @@ fn derived_defaults_follow_the_data_directory() {
 fn invalid_settings_are_refused_with_their_name() {
     let workspace = Workspace::new().with_env("FLASHFLEET_ENGINE__MAX_UPLOADS", "0");
     let run = workspace.run_err(&["config"]);
-    assert!(
-        run.stderr.contains("engine.max_uploads must be at least 1"),
-        "{}",
-        run.stderr
-    );
+    run.stderr_has("engine.max_uploads must be at least 1");
     let workspace = Workspace::new();
     let file = workspace.write("custom.toml", "[engine]\nleese = \"30s\"\n");
     let run = workspace.run_err(&["--config", file.to_str().unwrap(), "config"]);
-    assert!(run.stderr.contains("leese"), "{}", run.stderr);
+    run.stderr_has("leese");
     let run = workspace.run_err(&["--config", "missing.toml", "config"]);
-    assert!(run.stderr.contains("missing.toml"), "{}", run.stderr);
+    run.stderr_has("missing.toml");
 }
 
 #[test]
@@ -115,11 +107,7 @@ fn every_subcommand_has_help() {
         &["config", "--help"],
     ] {
         let run = workspace.run_ok(command);
-        assert!(
-            run.stdout.contains("Usage: flashfleet"),
-            "{command:?}: {}",
-            run.stdout
-        );
+        run.stdout_has("Usage: flashfleet");
     }
     let run = workspace.run_ok(&["--help"]);
     assert!(

@@ -39,28 +39,11 @@ async fn a_csv_list_is_imported_row_by_row_and_again_without_duplicates() {
         let list = list.to_str().unwrap();
 
         let run = workspace.run_err(&["devices", "import", list, "--organization", "acme"]);
-        let backend = test_db.backend();
-        assert!(
-            run.stdout
-                .contains("line 2: created ap-1 (00:11:22:33:44:01) in acme"),
-            "{backend}: {run:#?}"
-        );
-        assert!(
-            run.stdout
-                .contains("line 3: failed: mac_address: Enter a valid MAC address."),
-            "{run:#?}"
-        );
-        assert!(
-            run.stdout
-                .contains("line 4: created ap-3 (00:11:22:33:44:03) in acme"),
-            "{run:#?}"
-        );
-        assert!(
-            run.stdout
-                .contains("2 created, 0 updated, 0 unchanged, 1 failed"),
-            "{run:#?}"
-        );
-        assert!(run.stderr.contains("1 rows of"), "{}", run.stderr);
+        run.stdout_has("line 2: created ap-1 (00:11:22:33:44:01) in acme");
+        run.stdout_has("line 3: failed: mac_address: Enter a valid MAC address.");
+        run.stdout_has("line 4: created ap-3 (00:11:22:33:44:03) in acme");
+        run.stdout_has("2 created, 0 updated, 0 unchanged, 1 failed");
+        run.stderr_has("1 rows of");
         for secret in ["s3cret-one", "s3cret-two", "b3BlbnNzaC1rZXktdjEAAAAA"] {
             assert!(
                 !run.stdout.contains(secret) && !run.stderr.contains(secret),
@@ -111,12 +94,8 @@ async fn a_csv_list_is_imported_row_by_row_and_again_without_duplicates() {
         // The fixed list again: the two devices are unchanged, the third is created.
         workspace.write("devices.csv", csv.replace("not-a-mac", "00:11:22:33:44:02"));
         let run = workspace.run_ok(&["devices", "import", list, "--organization", "acme"]);
-        assert!(run.stdout.contains("line 2: unchanged ap-1"), "{run:#?}");
-        assert!(
-            run.stdout
-                .contains("1 created, 0 updated, 2 unchanged, 0 failed"),
-            "{run:#?}"
-        );
+        run.stdout_has("line 2: unchanged ap-1");
+        run.stdout_has("1 created, 0 updated, 2 unchanged, 0 failed");
         assert_eq!(devices(&test_db).await.len(), 3);
         assert_eq!(
             db.connections(ap1.id).await.unwrap().len(),
@@ -137,11 +116,7 @@ async fn a_json_list_updates_devices_found_by_mac_address() {
         let list = workspace.write("fleet.json", first);
         let list = list.to_str().unwrap();
         let run = workspace.run_err(&["devices", "import", list]);
-        assert!(
-            run.stdout
-                .contains("line 2: failed: organization `branch-1` does not exist"),
-            "{run:#?}"
-        );
+        run.stdout_has("line 2: failed: organization `branch-1` does not exist");
         workspace.run_ok(&["devices", "import", list, "--create-organizations"]);
         let organization = test_db
             .db()
@@ -156,10 +131,7 @@ async fn a_json_list_updates_devices_found_by_mac_address() {
 ]"#;
         workspace.write("fleet.json", second);
         let run = workspace.run_ok(&["devices", "import", list]);
-        assert!(
-            run.stdout.contains("line 2: updated gw-renamed"),
-            "{run:#?}"
-        );
+        run.stdout_has("line 2: updated gw-renamed");
         let all = devices(&test_db).await;
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].organization_id, organization.id);
@@ -176,17 +148,13 @@ fn unreadable_lists_are_refused_as_a_whole() {
     let workspace = Workspace::new();
     let list = workspace.write("devices.txt", "name,mac_address\n");
     let run = workspace.run_err(&["devices", "import", list.to_str().unwrap()]);
-    assert!(run.stderr.contains("--format csv"), "{}", run.stderr);
+    run.stderr_has("--format csv");
     let list = workspace.write("devices.csv", "name,mac,colour\nx,y,z\n");
     let run = workspace.run_err(&["devices", "import", list.to_str().unwrap()]);
-    assert!(
-        run.stderr.contains("unknown column `mac`"),
-        "{}",
-        run.stderr
-    );
+    run.stderr_has("unknown column `mac`");
     let list = workspace.write("devices.json", "[{\"name\": ");
     let run = workspace.run_err(&["devices", "import", list.to_str().unwrap()]);
-    assert!(run.stderr.contains("invalid JSON"), "{}", run.stderr);
+    run.stderr_has("invalid JSON");
 }
 
 #[tokio::test]
@@ -205,15 +173,8 @@ async fn rows_without_credentials_or_with_both_kinds_fail_alone() {
             list.to_str().unwrap(),
             "--create-organizations",
         ]);
-        assert!(
-            run.stdout.contains("line 2: failed: no credentials"),
-            "{run:#?}"
-        );
-        assert!(
-            run.stdout
-                .contains("line 3: failed: give a password or a key_file, not both"),
-            "{run:#?}"
-        );
-        assert!(run.stdout.contains("line 4: created c"), "{run:#?}");
+        run.stdout_has("line 2: failed: no credentials");
+        run.stdout_has("line 3: failed: give a password or a key_file, not both");
+        run.stdout_has("line 4: created c");
     }
 }

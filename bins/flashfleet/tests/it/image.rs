@@ -55,31 +55,13 @@ fn inspect_reports_metadata_image_type_and_compatibility() {
     let file = file.to_str().unwrap();
 
     let run = workspace.run_ok(&["image", "inspect", file, "--board", "tplink,archer-c7-v2"]);
-    assert!(
-        run.stdout.contains("metadata: OpenWrt 23.05.3"),
-        "{}",
-        run.stdout
+    run.stdout_has("metadata: OpenWrt 23.05.3");
+    run.stdout_has("supported_devices: tplink,archer-c7-v2");
+    run.stdout_has(
+        "image type: ath79-generic-tplink_archer-c7-v2-squashfs-sysupgrade.bin \
+         \"TP-Link Archer C7 v2 (OpenWrt 19.07 and later)\" (from the image map",
     );
-    assert!(
-        run.stdout
-            .contains("supported_devices: tplink,archer-c7-v2"),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stdout.contains(
-            "image type: ath79-generic-tplink_archer-c7-v2-squashfs-sysupgrade.bin \
-             \"TP-Link Archer C7 v2 (OpenWrt 19.07 and later)\" (from the image map"
-        ),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stdout
-            .contains("compatibility: the image is compatible with the device"),
-        "{}",
-        run.stdout
-    );
+    run.stdout_has("compatibility: the image is compatible with the device");
 
     let run = workspace.run_ok(&[
         "image",
@@ -119,35 +101,13 @@ fn inspect_goes_through_every_file_and_fails_for_unreadable_ones() {
         "--model",
         "CWAP1200",
     ]);
-    assert!(run.stdout.contains("metadata: none"), "{}", run.stdout);
-    assert!(
-        run.stdout
-            .contains("\"Custom WAP-1200\" (from the image map"),
-        "{}",
-        run.stdout
+    run.stdout_has("metadata: none");
+    run.stdout_has("\"Custom WAP-1200\" (from the image map");
+    run.stdout_has(
+        "compatibility: the image has no metadata; the image map lists the device model",
     );
-    assert!(
-        run.stdout.contains(
-            "compatibility: the image has no metadata; the image map lists the device model"
-        ),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stdout
-            .contains("missing.bin\n  error: could not read the image"),
-        "{}",
-        run.stdout
-    );
-    assert!(run.stdout.contains("image type: unknown"), "{}", run.stdout);
-    assert!(
-        run.stderr.contains("[2/3 files] inspecting missing.bin"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("1 of 3 files could not be inspected"),
-        "{}",
-        run.stderr
-    );
+    run.stdout_has("missing.bin\n  error: could not read the image");
+    run.stdout_has("image type: unknown");
+    run.stderr_has("[2/3 files] inspecting missing.bin");
+    run.stderr_has("1 of 3 files could not be inspected");
 }

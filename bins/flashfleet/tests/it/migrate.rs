@@ -10,21 +10,9 @@ fn migrate_creates_everything_on_a_fresh_machine_and_is_idempotent() {
     let workspace = Workspace::new();
     let run = workspace.run_ok(&["migrate"]);
     let data_dir = workspace.data_dir();
-    assert!(
-        run.stdout.contains("created the data directory"),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stdout.contains("generated the secret key"),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stdout.contains("created the SQLite database"),
-        "{}",
-        run.stdout
-    );
+    run.stdout_has("created the data directory");
+    run.stdout_has("generated the secret key");
+    run.stdout_has("created the SQLite database");
     assert!(data_dir.join("flashfleet.db").is_file());
     let key_file = data_dir.join("secret.key");
     #[cfg(unix)]
@@ -41,7 +29,7 @@ fn migrate_creates_everything_on_a_fresh_machine_and_is_idempotent() {
 
     let again = workspace.run_ok(&["migrate"]);
     assert!(!again.stdout.contains("created"), "{}", again.stdout);
-    assert!(again.stdout.contains("up to date"), "{}", again.stdout);
+    again.stdout_has("up to date");
 
     // The database is usable with the generated key, without applying anything more.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -62,18 +50,8 @@ fn migrate_creates_everything_on_a_fresh_machine_and_is_idempotent() {
 async fn migrate_works_on_every_backend() {
     for test_db in TestDb::all().await {
         let run = Workspace::on(&test_db).run_ok(&["migrate"]);
-        assert!(
-            run.stdout
-                .contains("using the secret key from the configuration"),
-            "{}",
-            run.stdout
-        );
-        assert!(
-            run.stdout.contains("up to date"),
-            "backend {}: {}",
-            test_db.backend(),
-            run.stdout
-        );
+        run.stdout_has("using the secret key from the configuration");
+        run.stdout_has("up to date");
     }
 }
 
@@ -87,6 +65,6 @@ fn a_secret_key_file_others_can_read_is_refused() {
         let key_file = workspace.data_dir().join("secret.key");
         std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
         let run = workspace.run_err(&["migrate"]);
-        assert!(run.stderr.contains("chmod 600"), "{}", run.stderr);
+        run.stderr_has("chmod 600");
     }
 }

@@ -13,6 +13,26 @@ pub(crate) struct Run {
     pub(crate) stderr: String,
 }
 
+impl Run {
+    /// Asserts that standard output contains `text`.
+    pub(crate) fn stdout_has(&self, text: &str) -> &Self {
+        assert!(
+            self.stdout.contains(text),
+            "stdout lacks {text:?}: {self:#?}"
+        );
+        self
+    }
+
+    /// Asserts that standard error contains `text`.
+    pub(crate) fn stderr_has(&self, text: &str) -> &Self {
+        assert!(
+            self.stderr.contains(text),
+            "stderr lacks {text:?}: {self:#?}"
+        );
+        self
+    }
+}
+
 /// A temporary working directory with its own data directory and environment.
 pub(crate) struct Workspace {
     directory: tempfile::TempDir,

@@ -19,11 +19,7 @@ async fn a_superuser_gets_a_token_that_authenticates() {
             "--email",
             "admin@example.com",
         ]);
-        assert!(
-            run.stdout.contains("created superuser `admin`"),
-            "{}",
-            run.stdout
-        );
+        run.stdout_has("created superuser `admin`");
         assert!(!run.stdout.contains("correct horse") && !run.stderr.contains("correct horse"));
         let user = test_db
             .db()
@@ -65,11 +61,7 @@ async fn an_existing_username_is_refused() {
         let workspace = Workspace::on(&test_db);
         workspace.run_ok(&["createsuperuser", "--username", "admin", "--password", "pw"]);
         let run = workspace.run_err(&["createsuperuser", "--username", "admin", "--password", "x"]);
-        assert!(
-            run.stderr.contains("a user named `admin` already exists"),
-            "{}",
-            run.stderr
-        );
+        run.stderr_has("a user named `admin` already exists");
         let user = test_db
             .db()
             .user_by_username("admin")
@@ -84,9 +76,9 @@ async fn an_existing_username_is_refused() {
 fn without_a_terminal_missing_answers_are_an_error() {
     let workspace = Workspace::new();
     let run = workspace.run_err(&["createsuperuser", "--username", "admin"]);
-    assert!(run.stderr.contains("no terminal"), "{}", run.stderr);
+    run.stderr_has("no terminal");
     let run = workspace.run_err(&["createsuperuser"]);
-    assert!(run.stderr.contains("--username"), "{}", run.stderr);
+    run.stderr_has("--username");
 }
 
 #[test]
@@ -99,14 +91,10 @@ fn bad_users_and_unknown_users_are_refused() {
         "--password",
         "x",
     ]);
-    assert!(run.stderr.contains("valid username"), "{}", run.stderr);
+    run.stderr_has("valid username");
     let run = workspace.run_err(&["createsuperuser", "--username", "bob", "--password", ""]);
-    assert!(run.stderr.contains("password"), "{}", run.stderr);
+    run.stderr_has("password");
     let run = workspace.run_err(&["token", "create", "--username", "nobody"]);
-    assert!(
-        run.stderr.contains("no user named `nobody`"),
-        "{}",
-        run.stderr
-    );
+    run.stderr_has("no user named `nobody`");
     assert!(run.stdout.is_empty());
 }
