@@ -11,6 +11,7 @@ pub use flashfleet_boards as boards;
 pub use flashfleet_db as db;
 pub use flashfleet_engine as engine;
 pub use flashfleet_models as models;
+pub use flashfleet_storage as storage;
 pub use flashfleet_upgrader as upgrader;
 
 /// The code blocks of README.md, compiled as doctests so the README cannot drift from the API.

@@ -23,7 +23,7 @@ use crate::timestamp::Timestamp;
 const CHANGELOG_MAX_LENGTH: usize = 1_000_000;
 
 /// The category of a build as the build shows it (upstream's `category_relation`).
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct CategoryRelation {
     /// The category's name.
     pub name: String,
@@ -32,7 +32,7 @@ pub struct CategoryRelation {
 }
 
 /// A build as the API shows it (upstream's `BuildSerializer`, plus `details`).
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct BuildJson {
     /// Its id.
     pub id: Uuid,

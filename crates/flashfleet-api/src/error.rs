@@ -34,7 +34,7 @@ use crate::request_context;
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// Boxed cause of an internal failure.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What went wrong with a request.
 #[derive(Debug)]
@@ -363,6 +363,12 @@ impl From<RepoError> for ApiError {
             },
             error => ApiError::internal("the repository failed", error),
         }
+    }
+}
+
+impl From<ValidationErrors> for ApiError {
+    fn from(errors: ValidationErrors) -> Self {
+        ApiError::Invalid(errors)
     }
 }
 

@@ -195,7 +195,7 @@ pub async fn create(
         Ok(image) => image,
         Err(error) => {
             if let Some(staged) = form.staged {
-                staged.abort().await;
+                discard(staged).await;
             }
             return Err(error);
         }
@@ -287,7 +287,7 @@ pub async fn download(
     if !allowed {
         return Err(ApiError::permission_denied("Private storage access denied"));
     }
-    let (size, reader) = state
+    let file = state
         .store()
         .open(&image.storage_key)
         .await
@@ -304,8 +304,16 @@ pub async fn download(
     Ok(HttpResponse::Ok()
         .content_type("application/octet-stream")
         .insert_header((header::CONTENT_DISPOSITION, disposition))
-        .no_chunking(size)
-        .streaming(tokio_util::io::ReaderStream::new(reader)))
+        .no_chunking(file.size())
+        .streaming(tokio_util::io::ReaderStream::new(file.into_async_read())))
+}
+
+/// Throws a refused upload away; a failure is logged (the backend's own cleanup of unfinished
+/// uploads applies then).
+async fn discard(staged: StagedUpload) {
+    if let Err(error) = staged.abort().await {
+        tracing::error!(%error, "could not discard a refused upload");
+    }
 }
 
 /// Deletes stored files whose rows are gone; failures are logged, as upstream's
@@ -375,7 +383,7 @@ async fn read_upload_form(
     let result = read_fields(state, build, &mut multipart, &mut form).await;
     if let Err(error) = result {
         if let Some(staged) = form.staged.take() {
-            staged.abort().await;
+            discard(staged).await;
         }
         return Err(error);
     }
@@ -404,13 +412,17 @@ async fn read_fields(
                 }
                 let staged = state
                     .store()
-                    .upload(build, &file_name, field.map_err(std::io::Error::other))
+                    .upload(
+                        build,
+                        &file_name,
+                        field.map_err(|error| std::io::Error::other(error.to_string())),
+                    )
                     .await
                     .map_err(|error| match error {
                         StorageError::TooLarge { limit } => ApiError::PayloadTooLarge { limit },
-                        StorageError::Io(error) => {
-                            ApiError::bad_request(format!("The upload could not be read: {error}"))
-                        }
+                        StorageError::UploadRead { source } => ApiError::bad_request(format!(
+                            "The upload could not be read: {source}"
+                        )),
                         error => storage_error("storing an upload", error),
                     })?;
                 form.file_name = Some(file_name);

@@ -28,26 +28,26 @@
 //!   except a token's secret in the one response that creates it.
 
 mod auth;
-mod batches;
-mod builds;
-mod categories;
+pub mod batches;
+pub mod builds;
+pub mod categories;
 mod config;
-mod device_firmware;
-mod devices;
+pub mod device_firmware;
+pub mod devices;
 mod error;
-mod images;
-mod input;
+pub mod images;
+pub mod input;
 pub mod live;
-mod openapi;
-mod operations;
-mod organizations;
-mod pagination;
+pub mod openapi;
+pub mod operations;
+pub mod organizations;
+pub mod pagination;
 mod request_context;
 mod routes;
 mod state;
 mod throttle;
-mod timestamp;
-mod upgrades;
+pub mod timestamp;
+pub mod upgrades;
 
 pub use crate::auth::{AuthError, AuthRequest, Authenticator, Caller, TokenAuthenticator};
 pub use crate::config::{ApiConfig, Throttle};

@@ -19,7 +19,7 @@ use crate::error::ApiError;
 const SWEEP_EVERY: u64 = 4096;
 
 /// Rate limits keyed by caller (a user id, or an address for anonymous calls).
-pub struct RequestThrottle {
+pub(crate) struct RequestThrottle {
     limiter: RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>,
     clock: DefaultClock,
     checks: AtomicU64,
@@ -27,7 +27,7 @@ pub struct RequestThrottle {
 
 impl RequestThrottle {
     /// A throttle allowing `rate`.
-    pub fn new(rate: Throttle) -> RequestThrottle {
+    pub(crate) fn new(rate: Throttle) -> RequestThrottle {
         let period = rate.per / rate.requests.get();
         let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
             .unwrap_or_else(|| Quota::per_second(rate.requests))
@@ -41,7 +41,7 @@ impl RequestThrottle {
     }
 
     /// Counts a request of `key`; refused with how long to wait when over the rate.
-    pub fn check(&self, key: &str) -> Result<(), ApiError> {
+    pub(crate) fn check(&self, key: &str) -> Result<(), ApiError> {
         if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             self.limiter.retain_recent();
         }

@@ -4,14 +4,15 @@ use async_trait::async_trait;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use flashfleet_models::build::build_os_conflict;
-use flashfleet_models::repository::{BuildFilter, FirmwareRepository};
+use flashfleet_models::repository::{BuildFilter, CategoryFilter, FirmwareRepository, ImageFilter};
 use flashfleet_models::{
-    Build, BuildId, Category, CategoryId, FirmwareImage, ImageId, Page, PageRequest, RepoError,
-    RepoResult, Scope, StorageKey, time,
+    Build, BuildId, BuildOrder, Category, CategoryId, CategoryOrder, FirmwareImage, ImageId,
+    ImageOrder, Page, PageRequest, RepoError, RepoResult, Scope, StorageKey, time,
 };
 
 use crate::directory::{scope_ids, scope_includes_shared};
 use crate::error::DbError;
+use crate::ordering::then_order_by_keys;
 use crate::pool::{Db, with_conn, with_transaction};
 use crate::rows::{BuildRow, CategoryRow, FirmwareImageRow, convert_all, id_text, naive};
 use crate::schema::{builds, categories, firmware_images, organizations};
@@ -66,7 +67,7 @@ impl FirmwareRepository for Db {
     async fn list_categories(
         &self,
         scope: &Scope,
-        organization_slug: Option<&str>,
+        filter: &CategoryFilter,
         page: PageRequest,
     ) -> RepoResult<Page<Category>> {
         let ids = scope_ids(scope);
@@ -75,17 +76,22 @@ impl FirmwareRepository for Db {
             let filtered = || {
                 let mut query =
                     filter_category_scope!(categories::table.into_boxed(), &ids, shared);
-                if let Some(slug) = organization_slug {
+                if let Some(slug) = &filter.organization_slug {
                     let organization = organizations::table
-                        .filter(organizations::slug.eq(slug.to_owned()))
+                        .filter(organizations::slug.eq(slug.clone()))
                         .select(organizations::id.nullable());
                     query = query.filter(categories::organization_id.eq_any(organization));
                 }
                 query
             };
             let count: i64 = filtered().count().get_result(connection).await?;
-            let rows = filtered()
-                .order((
+            let ordered = then_order_by_keys!(filtered(), &filter.ordering, {
+                CategoryOrder::Name => categories::name,
+                CategoryOrder::Created => categories::created,
+                CategoryOrder::Modified => categories::modified,
+            });
+            let rows = ordered
+                .then_order_by((
                     categories::name.desc(),
                     categories::created.desc(),
                     categories::id.asc(),
@@ -193,8 +199,13 @@ impl FirmwareRepository for Db {
                 query
             };
             let count: i64 = filtered().count().get_result(connection).await?;
-            let rows = filtered()
-                .order((
+            let ordered = then_order_by_keys!(filtered(), &filter.ordering, {
+                BuildOrder::Version => builds::version,
+                BuildOrder::Created => builds::created,
+                BuildOrder::Modified => builds::modified,
+            });
+            let rows = ordered
+                .then_order_by((
                     builds::created.desc(),
                     builds::version.desc(),
                     builds::id.asc(),
@@ -282,7 +293,7 @@ impl FirmwareRepository for Db {
         &self,
         scope: &Scope,
         build_id: BuildId,
-        image_type: Option<&str>,
+        filter: &ImageFilter,
         page: PageRequest,
     ) -> RepoResult<Page<FirmwareImage>> {
         let ids = scope_ids(scope);
@@ -298,14 +309,19 @@ impl FirmwareRepository for Db {
                     &ids,
                     shared
                 );
-                if let Some(image_type) = image_type {
-                    query = query.filter(firmware_images::image_type.eq(image_type.to_owned()));
+                if let Some(image_type) = &filter.image_type {
+                    query = query.filter(firmware_images::image_type.eq(image_type.clone()));
                 }
                 query
             };
             let count: i64 = filtered().count().get_result(connection).await?;
-            let rows = filtered()
-                .order((firmware_images::created.desc(), firmware_images::id.asc()))
+            let ordered = then_order_by_keys!(filtered(), &filter.ordering, {
+                ImageOrder::Type => firmware_images::image_type,
+                ImageOrder::Created => firmware_images::created,
+                ImageOrder::Modified => firmware_images::modified,
+            });
+            let rows = ordered
+                .then_order_by((firmware_images::created.desc(), firmware_images::id.asc()))
                 .limit(page.limit_i64())
                 .offset(page.offset_i64())
                 .select(FirmwareImageRow::as_select())

@@ -25,6 +25,7 @@ mod device;
 mod directory;
 mod error;
 mod firmware;
+mod ordering;
 mod pool;
 mod rows;
 mod schema;

@@ -15,13 +15,14 @@ use flashfleet_models::repository::{
 };
 use flashfleet_models::upgrade_operation::{CANCELLED_BY_USER, append_log, check_cancel};
 use flashfleet_models::{
-    BatchCounters, BatchId, BatchStatus, BatchUpgradeOperation, Build, DeviceFirmware,
-    DeviceGroupId, DeviceId, OperationId, OrganizationId, Page, PageRequest, RepoError, RepoResult,
-    Scope, UpgradeOperation, UpgradePhase, UpgradeStatus, time,
+    BatchCounters, BatchId, BatchOrder, BatchStatus, BatchUpgradeOperation, Build, DeviceFirmware,
+    DeviceGroupId, DeviceId, OperationId, OperationOrder, OrganizationId, Page, PageRequest,
+    RepoError, RepoResult, Scope, UpgradeOperation, UpgradePhase, UpgradeStatus, time,
 };
 
 use crate::directory::{scope_ids, scope_includes_shared};
 use crate::error::DbError;
+use crate::ordering::then_order_by_keys;
 use crate::pool::{Db, with_conn, with_transaction};
 use crate::rows::{
     BatchRow, DeviceFirmwareRow, DeviceRow, OperationRow, convert_all, id_text, naive,
@@ -111,11 +112,24 @@ impl UpgradeRepository for Db {
                         .select(organizations::id.nullable());
                     query = query.filter(categories::organization_id.eq_any(organization));
                 }
+                if let Some(created) = filter.created {
+                    query = query.filter(batch_upgrade_operations::created.eq(naive(created)));
+                }
+                if let Some(after) = filter.created_after {
+                    query = query.filter(batch_upgrade_operations::created.ge(naive(after)));
+                }
+                if let Some(before) = filter.created_before {
+                    query = query.filter(batch_upgrade_operations::created.lt(naive(before)));
+                }
                 query
             };
             let count: i64 = filtered().count().get_result(connection).await?;
-            let rows = filtered()
-                .order((
+            let ordered = then_order_by_keys!(filtered(), &filter.ordering, {
+                BatchOrder::Created => batch_upgrade_operations::created,
+                BatchOrder::Modified => batch_upgrade_operations::modified,
+            });
+            let rows = ordered
+                .then_order_by((
                     batch_upgrade_operations::created.desc(),
                     batch_upgrade_operations::id.asc(),
                 ))
@@ -342,11 +356,31 @@ impl UpgradeRepository for Db {
         let ids = scope_ids(scope);
         Ok(with_conn!(self, |connection| {
             let filtered = || {
-                let mut query = upgrade_operations::table
-                    .inner_join(devices::table)
-                    .into_boxed();
-                if let Some(ids) = &ids {
-                    query = query.filter(devices::organization_id.eq_any(ids.clone()));
+                let mut query = upgrade_operations::table.into_boxed();
+                // The organization filters go through a subquery on devices, present only when
+                // needed: without it (a superuser's batch detail) the operations of a batch are
+                // read newest first straight from their index, with no join and no sort.
+                let narrows_devices = ids.is_some()
+                    || filter.organization_id.is_some()
+                    || filter.organization_slug.is_some();
+                if narrows_devices {
+                    let mut of_devices = devices::table.select(devices::id).into_boxed();
+                    if let Some(ids) = &ids {
+                        of_devices =
+                            of_devices.filter(devices::organization_id.eq_any(ids.clone()));
+                    }
+                    if let Some(organization_id) = filter.organization_id {
+                        of_devices = of_devices
+                            .filter(devices::organization_id.eq(id_text(organization_id)));
+                    }
+                    if let Some(slug) = &filter.organization_slug {
+                        let organization = organizations::table
+                            .filter(organizations::slug.eq(slug.clone()))
+                            .select(organizations::id);
+                        of_devices =
+                            of_devices.filter(devices::organization_id.eq_any(organization));
+                    }
+                    query = query.filter(upgrade_operations::device_id.eq_any(of_devices));
                 }
                 if let Some(device_id) = filter.device_id {
                     query = query.filter(upgrade_operations::device_id.eq(id_text(device_id)));
@@ -360,17 +394,16 @@ impl UpgradeRepository for Db {
                 if let Some(status) = filter.status {
                     query = query.filter(upgrade_operations::status.eq(status.as_str()));
                 }
-                if let Some(slug) = &filter.organization_slug {
-                    let organization = organizations::table
-                        .filter(organizations::slug.eq(slug.clone()))
-                        .select(organizations::id);
-                    query = query.filter(devices::organization_id.eq_any(organization));
-                }
                 query
             };
             let count: i64 = filtered().count().get_result(connection).await?;
-            let rows = filtered()
-                .order((
+            let ordered = then_order_by_keys!(filtered(), &filter.ordering, {
+                OperationOrder::Device => upgrade_operations::device_id,
+                OperationOrder::Created => upgrade_operations::created,
+                OperationOrder::Modified => upgrade_operations::modified,
+            });
+            let rows = ordered
+                .then_order_by((
                     upgrade_operations::created.desc(),
                     upgrade_operations::id.asc(),
                 ))

@@ -2,7 +2,7 @@
 //! another OS, and when an image is added, record which image devices run — without upgrading
 //! anything.
 
-use flashfleet_models::repository::{BuildFilter, DeviceFilter};
+use flashfleet_models::repository::{BuildFilter, DeviceFilter, ImageFilter};
 use flashfleet_models::{
     Device, DeviceFirmware, DeviceId, FirmwareImage, ImageId, PageRequest, Scope,
 };
@@ -138,7 +138,12 @@ impl Engine {
             .items
         {
             let images = repository
-                .list_images(&Scope::All, build.id, None, PageRequest::all())
+                .list_images(
+                    &Scope::All,
+                    build.id,
+                    &ImageFilter::default(),
+                    PageRequest::all(),
+                )
                 .await?
                 .items;
             // Image types are listed in the map's candidate order: the first that matches wins.

@@ -4,7 +4,7 @@
 use flashfleet_boards::{DeviceIdentity, SysupgradeOptions, Verdict, check_compatibility};
 use flashfleet_models::batch::{NO_DEVICES_FOUND, validate_batch_group};
 use flashfleet_models::device_firmware::{AssignmentCheck, validate_assignment};
-use flashfleet_models::repository::OperationFilter;
+use flashfleet_models::repository::{ImageFilter, OperationFilter};
 use flashfleet_models::{
     BatchId, BatchStatus, BatchUpgradeOperation, BuildId, Details, Device, DeviceFirmware,
     DeviceGroupId, DeviceId, FirmwareImage, ImageId, NewBatch, NewUpgradeOperation, OperationId,
@@ -105,7 +105,12 @@ impl Engine {
                 .map_err(|errors| EngineError::Repository(RepoError::Invalid(errors)))?;
         }
         let images = repository
-            .list_images(&Scope::All, build.id, None, PageRequest::all())
+            .list_images(
+                &Scope::All,
+                build.id,
+                &ImageFilter::default(),
+                PageRequest::all(),
+            )
             .await?
             .items;
         let image_map = self.image_map();

@@ -4,6 +4,7 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::error::ValidationErrors;
 use crate::id::{BuildId, ImageId};
@@ -142,16 +143,24 @@ pub fn sanitize_file_name(file_name: &str) -> String {
     sanitized
 }
 
-/// The key of a file in firmware storage: `<build id>/<sanitised file name>`, as upstream
-/// stores it. Built only through [`StorageKey::for_image`] or read back from storage.
+/// The key of a file in firmware storage: `<build id>/<random UUID>/<sanitised file name>`.
+/// Built only through [`StorageKey::for_image`] or read back from storage.
+///
+/// Upstream stores `<build id>/<sanitised file name>`; the random middle part keeps its
+/// `<build id>/` prefix (one "directory" per build) while two uploads of one build with the same
+/// file name (a replaced image, or two uploads racing) never share a key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct StorageKey(String);
 
 impl StorageKey {
-    /// The key for a file named `file_name` of build `build_id`.
+    /// A new, unique key for a file named `file_name` of build `build_id`.
     pub fn for_image(build_id: BuildId, file_name: &str) -> Self {
-        Self(format!("{build_id}/{}", sanitize_file_name(file_name)))
+        Self(format!(
+            "{build_id}/{}/{}",
+            Uuid::new_v4().hyphenated(),
+            sanitize_file_name(file_name)
+        ))
     }
 
     /// A key read back from persistence.
@@ -236,7 +245,12 @@ mod tests {
     fn storage_keys_cannot_escape_their_build_directory() {
         let build_id = BuildId::new();
         let key = StorageKey::for_image(build_id, "../../etc/passwd");
-        assert_eq!(key.as_str(), format!("{build_id}/passwd"));
+        let parts: Vec<&str> = key.as_str().split('/').collect();
+        assert_eq!(parts.len(), 3, "{key}");
+        assert_eq!(parts[0], build_id.to_string());
+        assert!(Uuid::parse_str(parts[1]).is_ok(), "{key}");
+        assert_eq!(parts[2], "passwd");
+        assert_eq!(key.file_name(), "passwd");
         assert_eq!(
             StorageKey::for_image(build_id, "..").file_name(),
             "firmware.bin"
@@ -246,5 +260,14 @@ mod tests {
             "a_b_.bin"
         );
         assert_eq!(sanitize_file_name(&"x".repeat(300)).len(), 255);
+    }
+
+    #[test]
+    fn two_uploads_of_one_file_name_get_different_keys() {
+        let build_id = BuildId::new();
+        let first = StorageKey::for_image(build_id, "openwrt.bin");
+        let second = StorageKey::for_image(build_id, "openwrt.bin");
+        assert_ne!(first, second);
+        assert_eq!(first.file_name(), second.file_name());
     }
 }

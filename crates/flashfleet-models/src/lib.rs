@@ -55,7 +55,9 @@ pub use id::{
     DeviceGroupId, DeviceId, ImageId, OperationId, OrganizationId, TokenId, UserId,
 };
 pub use organization::{NewOrganization, Organization};
-pub use page::{Page, PageRequest};
+pub use page::{
+    BatchOrder, BuildOrder, CategoryOrder, ImageOrder, OperationOrder, Page, PageRequest, SortKey,
+};
 pub use token::{ApiToken, NewApiToken, TokenSecret};
 pub use upgrade_operation::{
     Lease, NewUpgradeOperation, UpgradeOperation, UpgradePhase, UpgradeStatus,

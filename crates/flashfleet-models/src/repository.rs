@@ -36,7 +36,9 @@ use crate::id::{
     ImageId, OperationId, OrganizationId, TokenId, UserId,
 };
 use crate::organization::Organization;
-use crate::page::{Page, PageRequest};
+use crate::page::{
+    BatchOrder, BuildOrder, CategoryOrder, ImageOrder, OperationOrder, Page, PageRequest, SortKey,
+};
 use crate::token::{ApiToken, TokenSecret};
 use crate::upgrade_operation::{UpgradeOperation, UpgradePhase, UpgradeStatus};
 use crate::user::{Membership, User};
@@ -119,7 +121,16 @@ pub trait DirectoryRepository: Send + Sync {
     async fn delete_token(&self, id: TokenId) -> RepoResult<bool>;
 }
 
-/// Filters of the build list (upstream endpoint 1).
+/// Filters and order of the category list (upstream endpoint 7).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CategoryFilter {
+    /// Only categories of the organization with this slug.
+    pub organization_slug: Option<String>,
+    /// The order, before upstream's default `-name, -created` (and the id).
+    pub ordering: Vec<SortKey<CategoryOrder>>,
+}
+
+/// Filters and order of the build list (upstream endpoint 1).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BuildFilter {
     /// Only builds of this category.
@@ -130,6 +141,17 @@ pub struct BuildFilter {
     pub os: Option<String>,
     /// Only builds whose category belongs to the organization with this slug.
     pub organization_slug: Option<String>,
+    /// The order, before upstream's default `-created, -version` (and the id).
+    pub ordering: Vec<SortKey<BuildOrder>>,
+}
+
+/// Filters and order of the image list of a build (upstream endpoint 4).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImageFilter {
+    /// Only images of exactly this type.
+    pub image_type: Option<String>,
+    /// The order, before upstream's default `-created` (and the id).
+    pub ordering: Vec<SortKey<ImageOrder>>,
 }
 
 /// Categories, builds and images.
@@ -139,12 +161,12 @@ pub trait FirmwareRepository: Send + Sync {
     async fn insert_category(&self, category: &Category) -> RepoResult<Category>;
     /// The category `id`, if in `scope`.
     async fn category(&self, scope: &Scope, id: CategoryId) -> RepoResult<Option<Category>>;
-    /// Categories in `scope` (optionally of the organization with `organization_slug`), in
-    /// upstream's order (`-name, -created`).
+    /// Categories in `scope` matching `filter`, in `filter.ordering`, then upstream's order
+    /// (`-name, -created`), then by id.
     async fn list_categories(
         &self,
         scope: &Scope,
-        organization_slug: Option<&str>,
+        filter: &CategoryFilter,
         page: PageRequest,
     ) -> RepoResult<Page<Category>>;
     /// Saves changed fields of a category.
@@ -156,7 +178,8 @@ pub trait FirmwareRepository: Send + Sync {
     async fn insert_build(&self, build: &Build) -> RepoResult<Build>;
     /// The build `id` if its category is in `scope`, with its category.
     async fn build(&self, scope: &Scope, id: BuildId) -> RepoResult<Option<(Build, Category)>>;
-    /// Builds in `scope` matching `filter`, in upstream's order (`-created, -version`).
+    /// Builds in `scope` matching `filter`, in `filter.ordering`, then upstream's order
+    /// (`-created, -version`), then by id.
     async fn list_builds(
         &self,
         scope: &Scope,
@@ -173,12 +196,13 @@ pub trait FirmwareRepository: Send + Sync {
     async fn insert_image(&self, image: &FirmwareImage) -> RepoResult<FirmwareImage>;
     /// The image `id` if its build's category is in `scope`.
     async fn image(&self, scope: &Scope, id: ImageId) -> RepoResult<Option<FirmwareImage>>;
-    /// The images of `build_id` (optionally of one type), newest first.
+    /// The images of `build_id` if its category is in `scope`, matching `filter`, in
+    /// `filter.ordering`, then newest first (upstream's `-created`), then by id.
     async fn list_images(
         &self,
         scope: &Scope,
         build_id: BuildId,
-        image_type: Option<&str>,
+        filter: &ImageFilter,
         page: PageRequest,
     ) -> RepoResult<Page<FirmwareImage>>;
     /// Deletes an image (operations that used it keep a null image, device firmware records
@@ -291,7 +315,7 @@ pub trait DeviceRepository: Send + Sync {
     async fn delete_device_firmware(&self, device_id: DeviceId) -> RepoResult<bool>;
 }
 
-/// Filters of the upgrade operation list (upstream endpoint 11).
+/// Filters and order of the upgrade operation list (upstream endpoint 11).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OperationFilter {
     /// Only operations of this device.
@@ -302,11 +326,15 @@ pub struct OperationFilter {
     pub batch_id: Option<BatchId>,
     /// Only operations with this status.
     pub status: Option<UpgradeStatus>,
+    /// Only operations of devices of this organization (upstream's `device__organization`).
+    pub organization_id: Option<OrganizationId>,
     /// Only operations of devices of the organization with this slug.
     pub organization_slug: Option<String>,
+    /// The order, before upstream's default `-created` (and the id).
+    pub ordering: Vec<SortKey<OperationOrder>>,
 }
 
-/// Filters of the batch list (upstream endpoint 9).
+/// Filters and order of the batch list (upstream endpoint 9).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BatchFilter {
     /// Only batches of this build.
@@ -315,6 +343,15 @@ pub struct BatchFilter {
     pub status: Option<BatchStatus>,
     /// Only batches whose build's category belongs to the organization with this slug.
     pub organization_slug: Option<String>,
+    /// Only batches created at exactly this time (upstream's `created` filter; times are stored
+    /// with whole microseconds).
+    pub created: Option<DateTime<Utc>>,
+    /// Only batches created at or after this time.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only batches created before this time.
+    pub created_before: Option<DateTime<Utc>>,
+    /// The order, before upstream's default `-created` (and the id).
+    pub ordering: Vec<SortKey<BatchOrder>>,
 }
 
 /// A change of an operation's phase and progress, with an optional log line.
@@ -362,7 +399,7 @@ pub trait UpgradeRepository: Send + Sync {
     ) -> RepoResult<BatchUpgradeOperation>;
     /// The batch `id` if its build's category is in `scope`.
     async fn batch(&self, scope: &Scope, id: BatchId) -> RepoResult<Option<BatchUpgradeOperation>>;
-    /// Batches in `scope` matching `filter`, newest first.
+    /// Batches in `scope` matching `filter`, in `filter.ordering`, then newest first, then by id.
     async fn list_batches(
         &self,
         scope: &Scope,
@@ -411,7 +448,8 @@ pub trait UpgradeRepository: Send + Sync {
         scope: &Scope,
         id: OperationId,
     ) -> RepoResult<Option<UpgradeOperation>>;
-    /// Operations in `scope` matching `filter`, newest first.
+    /// Operations in `scope` matching `filter`, in `filter.ordering`, then newest first, then by
+    /// id.
     async fn list_operations(
         &self,
         scope: &Scope,

@@ -7,6 +7,7 @@ use actix_web::http::{StatusCode, header};
 use actix_web::test::{self, TestRequest};
 use actix_web::{App, web};
 use flashfleet_models::NewBuild;
+use flashfleet_models::repository::FirmwareRepository;
 use serde_json::{Value, json};
 
 use crate::support::{TestApi, apis, connected_device, stored_image};

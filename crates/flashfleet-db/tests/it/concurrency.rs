@@ -8,8 +8,8 @@ use std::sync::Arc;
 use flashfleet_db::testing::TestDb;
 use flashfleet_db::{Backend, Db};
 use flashfleet_models::repository::{
-    BuildFilter, DeviceRepository, FirmwareRepository, OperationFilter, ProgressUpdate,
-    UpgradeRepository,
+    BuildFilter, DeviceRepository, FirmwareRepository, ImageFilter, OperationFilter,
+    ProgressUpdate, UpgradeRepository,
 };
 use flashfleet_models::{
     CancelError, Constraint, DeviceFirmware, NewBuild, NewUpgradeOperation, PageRequest, RepoError,
@@ -225,7 +225,12 @@ async fn of_concurrent_images_with_one_type_exactly_one_is_stored() {
         .await;
         let winner = single_winner(&results, Constraint::ImageType, test_db.backend());
         let stored = db
-            .list_images(&Scope::All, build.id, None, PageRequest::all())
+            .list_images(
+                &Scope::All,
+                build.id,
+                &ImageFilter::default(),
+                PageRequest::all(),
+            )
             .await
             .unwrap();
         assert_eq!(

@@ -2,7 +2,8 @@
 
 use flashfleet_db::testing::TestDb;
 use flashfleet_models::repository::{
-    BuildFilter, DeviceRepository, DirectoryRepository, FirmwareRepository, UpgradeRepository,
+    BuildFilter, CategoryFilter, DeviceRepository, DirectoryRepository, FirmwareRepository,
+    ImageFilter, UpgradeRepository,
 };
 use flashfleet_models::{
     Build, Category, Constraint, NewBuild, NewCategory, NewFirmwareImage, Page, PageRequest,
@@ -13,6 +14,22 @@ use crate::support::{
     IMAGE_TYPE, ago, build, category, chain, details, device, device_firmware, image, new_build,
     new_image, operation, organization, scope,
 };
+
+/// The category filter of an organization slug.
+fn of_organization(slug: Option<&str>) -> CategoryFilter {
+    CategoryFilter {
+        organization_slug: slug.map(str::to_owned),
+        ..CategoryFilter::default()
+    }
+}
+
+/// The image filter of an image type.
+fn of_type(image_type: Option<&str>) -> ImageFilter {
+    ImageFilter {
+        image_type: image_type.map(str::to_owned),
+        ..ImageFilter::default()
+    }
+}
 
 fn sorted_keys(mut keys: Vec<StorageKey>) -> Vec<StorageKey> {
     keys.sort_by(|a, b| a.as_str().cmp(b.as_str()));
@@ -185,7 +202,7 @@ async fn categories_of_other_organizations_are_hidden_and_shared_ones_shown_on_r
         };
         assert_eq!(
             names(
-                db.list_categories(&with_shared, None, PageRequest::all())
+                db.list_categories(&with_shared, &of_organization(None), PageRequest::all())
                     .await
                     .unwrap()
             ),
@@ -195,7 +212,7 @@ async fn categories_of_other_organizations_are_hidden_and_shared_ones_shown_on_r
         );
         assert_eq!(
             names(
-                db.list_categories(&without_shared, None, PageRequest::all())
+                db.list_categories(&without_shared, &of_organization(None), PageRequest::all())
                     .await
                     .unwrap()
             ),
@@ -205,7 +222,7 @@ async fn categories_of_other_organizations_are_hidden_and_shared_ones_shown_on_r
         );
         assert_eq!(
             names(
-                db.list_categories(&Scope::All, None, PageRequest::all())
+                db.list_categories(&Scope::All, &of_organization(None), PageRequest::all())
                     .await
                     .unwrap()
             ),
@@ -216,9 +233,13 @@ async fn categories_of_other_organizations_are_hidden_and_shared_ones_shown_on_r
         // A slug filter narrows to that organization; a foreign slug shows nothing.
         assert_eq!(
             names(
-                db.list_categories(&Scope::All, Some("umbrella"), PageRequest::all())
-                    .await
-                    .unwrap()
+                db.list_categories(
+                    &Scope::All,
+                    &of_organization(Some("umbrella")),
+                    PageRequest::all()
+                )
+                .await
+                .unwrap()
             ),
             (1, vec!["Foreign".into()]),
             "backend: {}",
@@ -226,9 +247,13 @@ async fn categories_of_other_organizations_are_hidden_and_shared_ones_shown_on_r
         );
         assert_eq!(
             names(
-                db.list_categories(&with_shared, Some("umbrella"), PageRequest::all())
-                    .await
-                    .unwrap()
+                db.list_categories(
+                    &with_shared,
+                    &of_organization(Some("umbrella")),
+                    PageRequest::all()
+                )
+                .await
+                .unwrap()
             ),
             (0, vec![]),
             "backend: {}",
@@ -266,7 +291,7 @@ async fn categories_are_listed_by_descending_name_then_newest_first_in_pages() {
         };
         assert_eq!(
             listed(
-                db.list_categories(&Scope::All, None, PageRequest::page(1, 3))
+                db.list_categories(&Scope::All, &of_organization(None), PageRequest::page(1, 3))
                     .await
                     .unwrap()
             ),
@@ -284,7 +309,7 @@ async fn categories_are_listed_by_descending_name_then_newest_first_in_pages() {
         );
         assert_eq!(
             listed(
-                db.list_categories(&Scope::All, None, PageRequest::page(2, 3))
+                db.list_categories(&Scope::All, &of_organization(None), PageRequest::page(2, 3))
                     .await
                     .unwrap()
             ),
@@ -797,9 +822,14 @@ async fn images_are_listed_newest_first_by_build_and_type_within_the_scope() {
         };
         assert_eq!(
             types(
-                db.list_images(&Scope::All, build.id, None, PageRequest::page(1, 2))
-                    .await
-                    .unwrap()
+                db.list_images(
+                    &Scope::All,
+                    build.id,
+                    &of_type(None),
+                    PageRequest::page(1, 2)
+                )
+                .await
+                .unwrap()
             ),
             (3, vec!["b.bin".into(), "c.bin".into()]),
             "backend: {}",
@@ -807,9 +837,14 @@ async fn images_are_listed_newest_first_by_build_and_type_within_the_scope() {
         );
         assert_eq!(
             types(
-                db.list_images(&Scope::All, build.id, Some("a.bin"), PageRequest::all())
-                    .await
-                    .unwrap()
+                db.list_images(
+                    &Scope::All,
+                    build.id,
+                    &of_type(Some("a.bin")),
+                    PageRequest::all()
+                )
+                .await
+                .unwrap()
             ),
             (1, vec!["a.bin".into()]),
             "backend: {}",
@@ -818,7 +853,7 @@ async fn images_are_listed_newest_first_by_build_and_type_within_the_scope() {
         let outsider = scope(&[umbrella.id], true);
         assert_eq!(
             types(
-                db.list_images(&outsider, build.id, None, PageRequest::all())
+                db.list_images(&outsider, build.id, &of_type(None), PageRequest::all())
                     .await
                     .unwrap()
             ),

@@ -1,0 +1,9 @@
+//! The subcommands, one module each.
+
+pub mod createsuperuser;
+pub mod devices;
+pub mod image;
+pub mod image_types;
+pub mod migrate;
+pub mod show_config;
+pub mod token;

@@ -1,0 +1,108 @@
+//! Where firmware files are kept.
+//!
+//! `StorageConfig` mirrors `flashfleet_storage::StorageConfig` (the crate is being written at
+//! the same time): same variants, same fields, same serde shape. Once it lands, this enum is
+//! replaced by a re-export of that one; [`serialize_redacted`] keeps working as long as the
+//! variants and fields stay the same.
+
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize, Serializer};
+
+/// A firmware storage backend, selected by `backend`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(tag = "backend", rename_all = "lowercase", deny_unknown_fields)]
+pub enum StorageConfig {
+    /// Files in a local directory.
+    Local {
+        /// The directory (created when missing).
+        path: PathBuf,
+    },
+    /// An S3-compatible object store.
+    S3 {
+        /// The bucket.
+        bucket: String,
+        /// A prefix for every object key (default: none).
+        #[serde(default)]
+        prefix: String,
+        /// The endpoint URL of an S3-compatible server other than AWS (for example MinIO).
+        endpoint: Option<String>,
+        /// The region (default `us-east-1`).
+        #[serde(default = "default_region")]
+        region: String,
+        /// The access key id; without it, the usual AWS environment variables are used.
+        access_key_id: Option<String>,
+        /// The secret access key; without it, the usual AWS environment variables are used.
+        #[schemars(with = "Option<String>")]
+        secret_access_key: Option<SecretString>,
+        /// Whether plain HTTP endpoints are allowed (default false).
+        #[serde(default)]
+        allow_http: bool,
+        /// Whether the bucket is addressed as a host name (`bucket.endpoint`) rather than a
+        /// path (default false).
+        #[serde(default)]
+        virtual_hosted_style: bool,
+    },
+    /// Files in memory, lost at exit (for tests).
+    Memory,
+}
+
+fn default_region() -> String {
+    "us-east-1".to_owned()
+}
+
+/// What [`serialize_redacted`] writes: the storage configuration with its secret replaced.
+#[derive(Serialize)]
+#[serde(tag = "backend", rename_all = "lowercase")]
+enum RedactedStorage<'a> {
+    Local {
+        path: &'a PathBuf,
+    },
+    S3 {
+        bucket: &'a str,
+        prefix: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        endpoint: Option<&'a str>,
+        region: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        access_key_id: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        secret_access_key: Option<&'static str>,
+        allow_http: bool,
+        virtual_hosted_style: bool,
+    },
+    Memory,
+}
+
+/// Serializes an optional storage configuration with the S3 secret access key redacted.
+pub(crate) fn serialize_redacted<S: Serializer>(
+    storage: &Option<StorageConfig>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let redacted = storage.as_ref().map(|storage| match storage {
+        StorageConfig::Local { path } => RedactedStorage::Local { path },
+        StorageConfig::S3 {
+            bucket,
+            prefix,
+            endpoint,
+            region,
+            access_key_id,
+            secret_access_key,
+            allow_http,
+            virtual_hosted_style,
+        } => RedactedStorage::S3 {
+            bucket,
+            prefix,
+            endpoint: endpoint.as_deref(),
+            region,
+            access_key_id: access_key_id.as_deref(),
+            secret_access_key: secret_access_key.as_ref().map(|_| super::REDACTED),
+            allow_http: *allow_http,
+            virtual_hosted_style: *virtual_hosted_style,
+        },
+        StorageConfig::Memory => RedactedStorage::Memory,
+    });
+    redacted.serialize(serializer)
+}

@@ -1,0 +1,17 @@
+-- The order of lists (see crates/flashfleet-db/src/ordering.rs).
+-- Text that lists are ordered by compares byte by byte, as SQLite's BINARY collation does, whatever
+-- the database's default collation: `ORDER BY name` gives the same list on both backends.
+-- Equality is unchanged (both collations are deterministic), so are the unique constraints.
+ALTER TABLE categories ALTER COLUMN name SET DATA TYPE TEXT COLLATE "C";
+ALTER TABLE builds ALTER COLUMN version SET DATA TYPE TEXT COLLATE "C";
+ALTER TABLE firmware_images ALTER COLUMN image_type SET DATA TYPE TEXT COLLATE "C";
+
+-- The build list's default order (-created, -version, then the id): its first page reads ten
+-- index entries instead of sorting every build. It replaces the index on `created` alone.
+DROP INDEX builds_created_idx;
+CREATE INDEX builds_list_order_idx ON builds (created DESC, version DESC, id);
+
+-- Operations newest first: those of one batch (the batch detail lists every one of them), and
+-- all of them (the operation list, which grows with every upgrade ever queued).
+CREATE INDEX upgrade_operations_batch_list_order_idx ON upgrade_operations (batch_id, created DESC, id);
+CREATE INDEX upgrade_operations_list_order_idx ON upgrade_operations (created DESC, id);
