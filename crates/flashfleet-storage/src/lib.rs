@@ -32,7 +32,7 @@ mod store;
 mod upload;
 
 pub use config::{DEFAULT_LOCAL_PATH, DEFAULT_S3_REGION, StorageConfig};
-pub use error::{BoxError, StorageError};
+pub use error::StorageError;
 pub use object_store::ObjectStore;
 pub use store::{DEFAULT_MAX_FILE_SIZE, FirmwareStore, FirmwareStoreOptions, StoredFile};
 pub use upload::{PART_SIZE, PARTS_IN_FLIGHT, StagedUpload};

@@ -205,6 +205,10 @@ async fn a_failing_stream_leaves_nothing(store: &FirmwareStore) {
         matches!(error, StorageError::UploadRead { .. }),
         "{error:?}"
     );
+    assert_eq!(
+        error.to_string(),
+        "could not read the uploaded file: client went away"
+    );
     assert!(store.list_keys("").await.unwrap().is_empty());
 }
 
