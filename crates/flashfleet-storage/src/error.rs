@@ -5,9 +5,6 @@ use std::path::PathBuf;
 
 use flashfleet_models::StorageKey;
 
-/// A boxed error of an upload's byte stream (whatever error type the caller's stream yields).
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
 /// Everything that can go wrong in `flashfleet-storage`.
 ///
 /// A missing object is an error only where an object is expected ([`StorageError::NotFound`]
@@ -39,11 +36,13 @@ pub enum StorageError {
         source: object_store::path::Error,
     },
     /// The upload's byte stream failed (for example, the client went away); nothing was stored.
-    #[error("could not read the uploaded file")]
+    ///
+    /// The stream's error is kept as its message: stream error types need not be `Send` or
+    /// `Sync` (actix-multipart's are not always).
+    #[error("could not read the uploaded file: {message}")]
     UploadRead {
-        /// The stream's error.
-        #[source]
-        source: BoxError,
+        /// What the stream's error said.
+        message: String,
     },
     /// The storage backend (local directory, S3, memory) failed.
     #[error("firmware storage failed")]

@@ -32,7 +32,9 @@ mod store;
 mod upload;
 
 pub use config::{DEFAULT_LOCAL_PATH, DEFAULT_S3_REGION, StorageConfig};
-pub use error::{BoxError, StorageError};
+pub use error::StorageError;
+/// The object_store crate this one is built on, for integrators who bring their own backend.
+pub use object_store;
 pub use object_store::ObjectStore;
 pub use store::{DEFAULT_MAX_FILE_SIZE, FirmwareStore, FirmwareStoreOptions, StoredFile};
 pub use upload::{PART_SIZE, PARTS_IN_FLIGHT, StagedUpload};

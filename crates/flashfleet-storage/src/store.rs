@@ -235,11 +235,6 @@ impl FirmwareStore {
         self.inner.options.max_file_size
     }
 
-    /// The object store underneath.
-    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
-        &self.inner.store
-    }
-
     /// Opens the file stored under `key` for reading, for a download or for the upgrade
     /// engine. Nothing is read until the returned [`StoredFile`] is consumed.
     ///

@@ -2,7 +2,7 @@
 //! the [`StagedUpload`] it returns is kept ([`StagedUpload::commit`]) or thrown away
 //! ([`StagedUpload::abort`]) once the caller has checked the image.
 
-use std::fmt;
+use std::fmt::{self, Display};
 use std::pin::pin;
 
 use bytes::Bytes;
@@ -14,7 +14,7 @@ use sha2::{Digest as _, Sha256};
 use flashfleet_boards::{BoardsError, ImageInspection, ImageInspector};
 use flashfleet_models::{BuildId, StorageKey};
 
-use crate::error::{BoxError, StorageError};
+use crate::error::StorageError;
 use crate::store::{FirmwareStore, object_path};
 
 /// The size of the parts a file is uploaded in: S3's smallest part (except the last one).
@@ -33,7 +33,7 @@ impl FirmwareStore {
     ///
     /// `chunks` is a stream of byte chunks, as an `actix_multipart::Field` yields them; for a
     /// file, use `tokio_util::io::ReaderStream::new(file)`. The stream need not be `Send` or
-    /// `Unpin`.
+    /// `Unpin`, and its error type need only be displayable.
     ///
     /// The file is not visible (not listed, not openable) until the caller, having checked the
     /// image type and metadata of the returned [`StagedUpload`], calls
@@ -53,7 +53,7 @@ impl FirmwareStore {
     ) -> Result<StagedUpload, StorageError>
     where
         S: Stream<Item = Result<Bytes, E>>,
-        E: Into<BoxError>,
+        E: Display,
     {
         let key = StorageKey::for_image(build_id, file_name);
         let location = object_path(&key)?;
@@ -79,7 +79,7 @@ impl FirmwareStore {
                 Err(error) => {
                     pending.abort_quietly().await;
                     return Err(StorageError::UploadRead {
-                        source: error.into(),
+                        message: error.to_string(),
                     });
                 }
             };
@@ -151,7 +151,9 @@ impl StagedUpload {
     /// Keeps the file: completes the upload, after which it is listed and can be opened.
     ///
     /// On failure nothing is kept: the upload is aborted (and a file the backend may have
-    /// completed anyway is deleted).
+    /// completed anyway is deleted). A commit whose future is dropped midway may or may not
+    /// have kept the file, like a caller stopped between its commit and its own record of the
+    /// file; [`FirmwareStore::list_keys`] finds such orphans.
     pub async fn commit(mut self) -> Result<(), StorageError> {
         let Some(writer) = self.pending.writer.take() else {
             return Ok(());

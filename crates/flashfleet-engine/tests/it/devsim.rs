@@ -1,43 +1,33 @@
-//! The whole chain on real SSH: the engine runs a mass upgrade with the OpenWrt upgrader
-//! against simulated OpenWrt devices.
+//! The whole chain on real SSH: an image uploaded to firmware storage, then the engine runs a
+//! mass upgrade with the OpenWrt upgrader against simulated OpenWrt devices, reading the image
+//! from that storage.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use flashfleet_boards::test_image::TestImage;
 use flashfleet_db::testing::TestDb;
 use flashfleet_devsim::{
     Addressing, ClientCredentials, DeviceSpec, Fleet, FleetConfig, RebootTiming,
 };
-use flashfleet_engine::{Engine, EventBus, FirmwareFiles, MassUpgradeRequest};
+use flashfleet_engine::{Engine, EventBus, MassUpgradeRequest};
 use flashfleet_models::credentials::{CredentialsSecret, SecretText};
 use flashfleet_models::repository::{DeviceRepository, FirmwareRepository, UpgradeRepository};
 use flashfleet_models::{
     BatchStatus, ConnectionType, DeviceFirmware, DeviceId, NewBuild, NewCredentials, NewDevice,
-    NewDeviceConnection, NewFirmwareImage, Scope, StorageKey, UpgradeStatus,
+    NewDeviceConnection, NewFirmwareImage, Scope, UpgradeStatus,
 };
+use flashfleet_storage::{FirmwareStore, FirmwareStoreOptions};
 use flashfleet_upgrader::UpgraderRegistry;
 use flashfleet_upgrader::openwrt::{OpenWrtSettings, OpenWrtUpgrader};
 use sha2::{Digest as _, Sha256};
-use tokio::io::AsyncRead;
+use tokio_util::io::ReaderStream;
 
 use crate::support::{fast_config, fixture};
 
 const BOARD_NAME: &str = "tplink,archer-c7-v2";
 const MODEL: &str = "TP-Link Archer C7 v2";
-
-/// Every key opens the same file.
-struct OneFile(PathBuf);
-
-#[async_trait]
-impl FirmwareFiles for OneFile {
-    async fn open(&self, _key: &StorageKey) -> std::io::Result<Box<dyn AsyncRead + Send + Unpin>> {
-        Ok(Box::new(tokio::fs::File::open(&self.0).await?))
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_mass_upgrade_of_simulated_openwrt_devices_flashes_each_exactly_once() {
@@ -55,9 +45,16 @@ async fn a_mass_upgrade_of_simulated_openwrt_devices_flashes_each_exactly_once()
         .unwrap();
     let bytes = std::fs::read(&image_path).unwrap();
     let sha256 = hex_digest(&bytes);
-    let inspection = flashfleet_boards::inspect_file(&image_path).unwrap();
-    let metadata_json: serde_json::Value =
-        serde_json::from_str(inspection.metadata.as_ref().unwrap().raw_json()).unwrap();
+    let file_name = image_path
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let store = FirmwareStore::local(
+        directory.path().join("storage"),
+        FirmwareStoreOptions::default(),
+    )
+    .unwrap();
 
     for test_db in TestDb::all().await {
         let db = test_db.db();
@@ -71,23 +68,31 @@ async fn a_mass_upgrade_of_simulated_openwrt_devices_flashes_each_exactly_once()
             .insert_build(&NewBuild::new(build.category_id, "24.10.0").into_build())
             .await
             .unwrap();
+        // The image is stored as the API stores an upload: streamed, inspected, committed.
+        let staged = store
+            .upload(
+                newer.id,
+                &file_name,
+                ReaderStream::new(tokio::fs::File::open(&image_path).await.unwrap()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(staged.sha256(), sha256);
+        let metadata = staged.inspection().unwrap().metadata.as_ref().unwrap();
         let mut new_image = NewFirmwareImage {
             build_id: newer.id,
             image_type: String::new(),
-            file_name: image_path
-                .file_name()
-                .unwrap()
-                .to_string_lossy()
-                .into_owned(),
-            size: bytes.len() as u64,
-            sha256: sha256.clone(),
-            storage_key: StorageKey::for_image(newer.id, "openwrt-24.10.0-sysupgrade.bin"),
-            metadata: Some(metadata_json.clone()),
+            file_name: file_name.clone(),
+            size: staged.size(),
+            sha256: staged.sha256().to_owned(),
+            storage_key: staged.storage_key().clone(),
+            metadata: Some(serde_json::from_str(metadata.raw_json()).unwrap()),
             details: Default::default(),
         };
         new_image
             .validate(|image_type| image_type == fixture.image.image_type)
             .unwrap();
+        staged.commit().await.unwrap();
         let new_image = db.insert_image(&new_image.into_image()).await.unwrap();
 
         let specs: Vec<DeviceSpec> = (0..6)
@@ -157,7 +162,7 @@ async fn a_mass_upgrade_of_simulated_openwrt_devices_flashes_each_exactly_once()
         let engine = Engine::new(
             Arc::new(db.clone()),
             upgraders,
-            Arc::new(OneFile(image_path.clone())),
+            Arc::new(store.clone()),
             EventBus::default(),
             fast_config("engine"),
         );

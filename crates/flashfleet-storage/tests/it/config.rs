@@ -5,21 +5,13 @@ use std::io;
 use flashfleet_models::StorageKey;
 use flashfleet_storage::{DEFAULT_MAX_FILE_SIZE, FirmwareStore, StorageConfig, StorageError};
 
+use crate::support;
+
 const SECRET: &str = "wJalrXUtnFEMI-K7MDENG-bPxRfiCY";
 
+/// An S3 configuration whose server is never contacted.
 fn s3_config(bucket: &str, prefix: &str) -> StorageConfig {
-    toml::from_str(&format!(
-        r#"
-        backend = "s3"
-        bucket = "{bucket}"
-        prefix = "{prefix}"
-        endpoint = "http://127.0.0.1:9"
-        access_key_id = "AKIDEXAMPLE"
-        secret_access_key = "{SECRET}"
-        allow_http = true
-        "#
-    ))
-    .unwrap()
+    support::s3_config("http://127.0.0.1:9", bucket, prefix, SECRET)
 }
 
 #[test]

@@ -13,7 +13,9 @@ use flashfleet_storage::{FirmwareStore, StorageError};
 use futures_util::{StreamExt as _, stream};
 use tokio::sync::oneshot;
 
-use crate::support::{MIB, chunked, counted_endless_stream, pattern, read_back, sha256_hex};
+use crate::support::{
+    MIB, chunked, counted_endless_stream, pattern, read_back, sha256_hex, store_small_file,
+};
 
 /// The size limit of the stores the contract runs on: above one S3 part, so the over-limit
 /// check aborts an upload that already sent a part.
@@ -203,20 +205,19 @@ async fn a_failing_stream_leaves_nothing(store: &FirmwareStore) {
         matches!(error, StorageError::UploadRead { .. }),
         "{error:?}"
     );
+    assert_eq!(
+        error.to_string(),
+        "could not read the uploaded file: client went away"
+    );
     assert!(store.list_keys("").await.unwrap().is_empty());
 }
 
 async fn uploads_of_one_file_name_do_not_collide(store: &FirmwareStore) {
     let build_id = BuildId::new();
-    let mut keys = Vec::new();
-    for content in [&b"first"[..], b"second"] {
-        let staged = store
-            .upload(build_id, "openwrt.bin", chunked(content, &[3]))
-            .await
-            .unwrap();
-        keys.push(staged.storage_key().clone());
-        staged.commit().await.unwrap();
-    }
+    let mut keys = vec![
+        store_small_file(store, build_id, "openwrt.bin", b"first").await,
+        store_small_file(store, build_id, "openwrt.bin", b"second").await,
+    ];
     assert_ne!(keys[0], keys[1]);
     assert_eq!(read_back(store, &keys[0]).await.unwrap(), b"first");
     assert_eq!(read_back(store, &keys[1]).await.unwrap(), b"second");
@@ -230,19 +231,11 @@ async fn uploads_of_one_file_name_do_not_collide(store: &FirmwareStore) {
 async fn deleting_is_idempotent(store: &FirmwareStore) {
     let build_id = BuildId::new();
     let other_build_id = BuildId::new();
-    let mut keys = Vec::new();
-    for (build_id, name) in [
-        (build_id, "a.bin"),
-        (build_id, "b.bin"),
-        (other_build_id, "c.bin"),
-    ] {
-        let staged = store
-            .upload(build_id, name, chunked(name.as_bytes(), &[1]))
-            .await
-            .unwrap();
-        keys.push(staged.storage_key().clone());
-        staged.commit().await.unwrap();
-    }
+    let keys = [
+        store_small_file(store, build_id, "a.bin", b"a").await,
+        store_small_file(store, build_id, "b.bin", b"b").await,
+        store_small_file(store, other_build_id, "c.bin", b"c").await,
+    ];
     store.delete(&keys[0]).await.unwrap();
     store.delete(&keys[0]).await.unwrap();
     assert!(matches!(

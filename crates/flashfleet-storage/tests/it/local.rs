@@ -5,7 +5,7 @@ use flashfleet_models::BuildId;
 use flashfleet_storage::{FirmwareStore, StorageConfig};
 
 use crate::contract::{LIMIT, check_store};
-use crate::support::{chunked, files_under, read_back};
+use crate::support::{files_under, read_back, store_small_file};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_local_backend_keeps_the_contract_and_leaves_no_file_or_directory() {
@@ -23,15 +23,10 @@ async fn a_build_directory_goes_with_its_last_file() {
     let directory = tempfile::tempdir().unwrap();
     let store = FirmwareStore::from_config(&StorageConfig::local(directory.path()), None).unwrap();
     let build_id = BuildId::new();
-    let mut keys = Vec::new();
-    for name in ["a.bin", "b.bin"] {
-        let staged = store
-            .upload(build_id, name, chunked(name.as_bytes(), &[2]))
-            .await
-            .unwrap();
-        keys.push(staged.storage_key().clone());
-        staged.commit().await.unwrap();
-    }
+    let keys = [
+        store_small_file(&store, build_id, "a.bin", b"a").await,
+        store_small_file(&store, build_id, "b.bin", b"b").await,
+    ];
     let build_directory = directory.path().join(build_id.to_string());
     for key in &keys {
         assert!(directory.path().join(key.as_str()).is_file(), "{key}");
@@ -58,13 +53,7 @@ async fn committed_files_outlive_the_store() {
     let config = StorageConfig::local(directory.path());
     let key = {
         let store = FirmwareStore::from_config(&config, None).unwrap();
-        let staged = store
-            .upload(BuildId::new(), "kept.bin", chunked(b"kept", &[1]))
-            .await
-            .unwrap();
-        let key = staged.storage_key().clone();
-        staged.commit().await.unwrap();
-        key
+        store_small_file(&store, BuildId::new(), "kept.bin", b"kept").await
     };
     let store = FirmwareStore::from_config(&config, None).unwrap();
     assert_eq!(read_back(&store, &key).await.unwrap(), b"kept");

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
 use crate::contract::{LIMIT, check_store};
-use crate::support::{chunked, read_back};
+use crate::support::{read_back, s3_config, store_small_file};
 
 const REQUIRE_VARIABLE: &str = "FLASHFLEET_REQUIRE_S3_TESTS";
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -48,12 +48,7 @@ async fn an_s3_prefix_keeps_flashfleets_files_apart() {
         FirmwareStore::from_config(&moto.config(bucket, "flashfleet/firmware"), None).unwrap();
     let whole_bucket = FirmwareStore::from_config(&moto.config(bucket, ""), None).unwrap();
 
-    let staged = prefixed
-        .upload(BuildId::new(), "openwrt.bin", chunked(b"image", &[2]))
-        .await
-        .unwrap();
-    let key = staged.storage_key().clone();
-    staged.commit().await.unwrap();
+    let key = store_small_file(&prefixed, BuildId::new(), "openwrt.bin", b"image").await;
 
     assert_eq!(
         prefixed.list_keys("").await.unwrap(),
@@ -145,19 +140,12 @@ impl MotoServer {
 
     /// Storage configuration for `bucket` on this server.
     fn config(&self, bucket: &str, prefix: &str) -> StorageConfig {
-        toml::from_str(&format!(
-            r#"
-            backend = "s3"
-            bucket = "{bucket}"
-            prefix = "{prefix}"
-            endpoint = "http://{}"
-            access_key_id = "testing"
-            secret_access_key = "testing"
-            allow_http = true
-            "#,
-            self.address
-        ))
-        .unwrap()
+        s3_config(
+            &format!("http://{}", self.address),
+            bucket,
+            prefix,
+            "testing",
+        )
     }
 
     /// Creates `bucket` (object_store does not create buckets).

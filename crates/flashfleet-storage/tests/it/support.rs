@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use flashfleet_storage::{FirmwareStore, StorageError};
+use flashfleet_models::{BuildId, StorageKey};
+use flashfleet_storage::{FirmwareStore, StorageConfig, StorageError};
 use futures_util::{Stream, TryStreamExt as _, stream};
 use sha2::{Digest as _, Sha256};
 
@@ -49,6 +50,43 @@ pub(crate) fn counted_endless_stream(
     })
 }
 
+/// Uploads and commits `content` as `file_name` of `build_id`, in one-byte chunks.
+pub(crate) async fn store_small_file(
+    store: &FirmwareStore,
+    build_id: BuildId,
+    file_name: &str,
+    content: &[u8],
+) -> StorageKey {
+    let staged = store
+        .upload(build_id, file_name, chunked(content, &[1]))
+        .await
+        .unwrap();
+    let key = staged.storage_key().clone();
+    staged.commit().await.unwrap();
+    key
+}
+
+/// The configuration of an S3 backend at `endpoint` (plain HTTP allowed).
+pub(crate) fn s3_config(
+    endpoint: &str,
+    bucket: &str,
+    prefix: &str,
+    secret_access_key: &str,
+) -> StorageConfig {
+    toml::from_str(&format!(
+        r#"
+        backend = "s3"
+        bucket = "{bucket}"
+        prefix = "{prefix}"
+        endpoint = "{endpoint}"
+        access_key_id = "AKIDEXAMPLE"
+        secret_access_key = "{secret_access_key}"
+        allow_http = true
+        "#
+    ))
+    .unwrap()
+}
+
 /// The SHA-256 of `bytes`, lowercase hexadecimal.
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -57,7 +95,7 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
 /// Everything stored under `key`, read back through `open`.
 pub(crate) async fn read_back(
     store: &FirmwareStore,
-    key: &flashfleet_models::StorageKey,
+    key: &StorageKey,
 ) -> Result<Vec<u8>, StorageError> {
     let stored = store.open(key).await?;
     let size = stored.size();
