@@ -147,12 +147,12 @@ impl Caller {
             return Ok(());
         }
         Err(match organization {
-            None => ApiError::permission_denied(
-                "Only superusers can create or edit shared objects.",
-            ),
-            Some(_) => ApiError::permission_denied(
-                "You do not have permission to perform this action.",
-            ),
+            None => {
+                ApiError::permission_denied("Only superusers can create or edit shared objects.")
+            }
+            Some(_) => {
+                ApiError::permission_denied("You do not have permission to perform this action.")
+            }
         })
     }
 }
@@ -172,10 +172,17 @@ impl FromRequest for Caller {
                     "web::Data<ApiState> is missing from the app data",
                 )
             })?;
-            let actor = state
-                .authenticator()
-                .authenticate(&AuthRequest::new(&headers, peer_addr))
-                .await
+            // Authenticated on a task of its own: when another extractor of the handler fails,
+            // this future is dropped, and a database query must not be cut in the middle.
+            let authenticator = state.authenticator_handle();
+            let authenticated = actix_web::rt::spawn(async move {
+                authenticator
+                    .authenticate(&AuthRequest::new(&headers, peer_addr))
+                    .await
+            })
+            .await
+            .map_err(|join_error| ApiError::internal("authenticating", join_error))?;
+            let actor = authenticated
                 .map_err(|error| match error {
                     AuthError::Invalid(detail) => ApiError::AuthenticationFailed { detail },
                     AuthError::Backend(source) => ApiError::internal("authenticating", source),

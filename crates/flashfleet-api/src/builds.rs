@@ -77,7 +77,10 @@ impl BuildJson {
 
 /// The body of a build create or update.
 #[derive(Debug, ToSchema)]
-#[expect(dead_code, reason = "documents the request body in the OpenAPI document")]
+#[expect(
+    dead_code,
+    reason = "documents the request body in the OpenAPI document"
+)]
 pub struct BuildInput {
     /// Its category: one the caller may change.
     category: Uuid,
@@ -151,7 +154,10 @@ pub async fn create(
     let details = input.object("details").unwrap_or_default();
     input.finish()?;
     let (Some(category), Some(version)) = (category, version) else {
-        return Err(ApiError::internal("reading a build", "checked fields are missing"));
+        return Err(ApiError::internal(
+            "reading a build",
+            "checked fields are missing",
+        ));
     };
     let mut build = NewBuild::new(category.id, version);
     build.os = os;
@@ -196,11 +202,11 @@ pub async fn update(
     let (mut build, mut category) =
         visible_build(&state, &caller.read_scope(), BuildId(*id)).await?;
     caller.require_change(category.organization_id)?;
-    if input.has("category") || !input.is_partial() {
-        if let Some(new_category) = writable_category(&state, &caller, &mut input).await? {
-            build.category_id = new_category.id;
-            category = new_category;
-        }
+    if (input.has("category") || !input.is_partial())
+        && let Some(new_category) = writable_category(&state, &caller, &mut input).await?
+    {
+        build.category_id = new_category.id;
+        category = new_category;
     }
     if let Some(version) = input.required_string("version", VERSION_MAX_LENGTH) {
         build.version = version;

@@ -59,7 +59,10 @@ impl From<Category> for CategoryJson {
 
 /// The body of a category create or update.
 #[derive(Debug, ToSchema)]
-#[expect(dead_code, reason = "documents the request body in the OpenAPI document")]
+#[expect(
+    dead_code,
+    reason = "documents the request body in the OpenAPI document"
+)]
 pub struct CategoryInput {
     /// Its name (required, at most 64 characters).
     name: String,
@@ -123,7 +126,10 @@ pub async fn create(
     let details = input.object("details").unwrap_or_default();
     input.finish()?;
     let Some(name) = name else {
-        return Err(ApiError::internal("reading a category", "a name was checked"));
+        return Err(ApiError::internal(
+            "reading a category",
+            "a name was checked",
+        ));
     };
     let mut category = NewCategory::new(organization_id, name);
     category.description = description;
@@ -236,7 +242,10 @@ async fn category_organization(
 ) -> Result<Option<OrganizationId>, ApiError> {
     match input.nullable_id::<OrganizationId>("organization") {
         Some(Some(organization_id)) => {
-            Ok(writable_organization(state, caller, input, "organization", organization_id).await?)
+            Ok(
+                writable_organization(state, caller, input, "organization", organization_id)
+                    .await?,
+            )
         }
         None | Some(None) => {
             if !caller.actor.is_superuser && !input.has_error("organization") {

@@ -133,7 +133,6 @@ mod seconds {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
 
@@ -142,7 +141,10 @@ mod tests {
         let rate: Throttle = "1000/minute".parse().unwrap();
         assert_eq!(rate.requests.get(), 1000);
         assert_eq!(rate.per, Duration::from_secs(60));
-        assert_eq!("5/s".parse::<Throttle>().unwrap().per, Duration::from_secs(1));
+        assert_eq!(
+            "5/s".parse::<Throttle>().unwrap().per,
+            Duration::from_secs(1)
+        );
         assert_eq!("5/hour".parse::<Throttle>().unwrap().to_string(), "5/hour");
         assert!("0/minute".parse::<Throttle>().is_err());
         assert!("many/minute".parse::<Throttle>().is_err());

@@ -9,7 +9,7 @@ use actix_web::{HttpResponse, web};
 use flashfleet_models::device_firmware::DEACTIVATED_DEVICE;
 use flashfleet_models::repository::OperationFilter;
 use flashfleet_models::{
-    Device, DeviceFirmware, DeviceId, Details, ImageId, PageRequest, Scope, UpgradeOperation,
+    Details, Device, DeviceFirmware, DeviceId, ImageId, PageRequest, Scope, UpgradeOperation,
 };
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -72,7 +72,10 @@ impl From<DeviceFirmware> for DeviceFirmwareJson {
 
 /// The body of a firmware assignment.
 #[derive(Debug, ToSchema)]
-#[expect(dead_code, reason = "documents the request body in the OpenAPI document")]
+#[expect(
+    dead_code,
+    reason = "documents the request body in the OpenAPI document"
+)]
 pub struct DeviceFirmwareInput {
     /// The image: of the device's organization or shared, for its model, and (when the device
     /// already has a record) of the same category.
@@ -146,9 +149,7 @@ pub async fn update(
         None => latest_operation(&state, device.id).await?,
     };
     let mut json = DeviceFirmwareJson::from(record);
-    json.upgrade_operation = Some(latest.map(|operation| OperationRef {
-        id: operation.id.0,
-    }));
+    json.upgrade_operation = Some(latest.map(|operation| OperationRef { id: operation.id.0 }));
     Ok(if current.is_none() {
         HttpResponse::Created().json(json)
     } else {
@@ -242,7 +243,9 @@ async fn check_same_category(
         return Ok(());
     }
     let new_build = repository.build(&Scope::All, new_image.build_id).await?;
-    let current_build = repository.build(&Scope::All, current_image.build_id).await?;
+    let current_build = repository
+        .build(&Scope::All, current_image.build_id)
+        .await?;
     match (new_build, current_build) {
         (Some((new_build, _)), Some((current_build, _)))
             if new_build.category_id == current_build.category_id =>

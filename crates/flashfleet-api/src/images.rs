@@ -122,7 +122,10 @@ fn stored_metadata(image: &FirmwareImage) -> Option<ImageMetadata> {
 
 /// The multipart form of an upload.
 #[derive(Debug, ToSchema)]
-#[expect(dead_code, reason = "documents the request body in the OpenAPI document")]
+#[expect(
+    dead_code,
+    reason = "documents the request body in the OpenAPI document"
+)]
 pub struct ImageUpload {
     /// The image file.
     #[schema(value_type = String, format = Binary)]
@@ -201,7 +204,10 @@ pub async fn create(
         }
     };
     let Some(staged) = form.staged else {
-        return Err(ApiError::internal("uploading an image", "a validated upload has a file"));
+        return Err(ApiError::internal(
+            "uploading an image",
+            "a validated upload has a file",
+        ));
     };
     let storage_key = staged.storage_key().clone();
     staged
@@ -412,16 +418,12 @@ async fn read_fields(
                 }
                 let staged = state
                     .store()
-                    .upload(
-                        build,
-                        &file_name,
-                        field.map_err(|error| std::io::Error::other(error.to_string())),
-                    )
+                    .upload(build, &file_name, field)
                     .await
                     .map_err(|error| match error {
                         StorageError::TooLarge { limit } => ApiError::PayloadTooLarge { limit },
-                        StorageError::UploadRead { source } => ApiError::bad_request(format!(
-                            "The upload could not be read: {source}"
+                        StorageError::UploadRead { message } => ApiError::bad_request(format!(
+                            "The upload could not be read: {message}"
                         )),
                         error => storage_error("storing an upload", error),
                     })?;
@@ -433,7 +435,9 @@ async fn read_fields(
                 let text = text_field(field).await?;
                 match serde_json::from_str::<serde_json::Value>(&text) {
                     Ok(serde_json::Value::Object(details)) => form.details = Some(details),
-                    _ => form.errors.add("details", "Value must be valid JSON object."),
+                    _ => form
+                        .errors
+                        .add("details", "Value must be valid JSON object."),
                 }
             }
             _ => drain(field).await?,
@@ -461,7 +465,10 @@ fn validate_upload(
     let metadata = match staged.inspection() {
         Ok(inspection) => inspection.metadata.clone(),
         Err(error) => {
-            errors.add("file", format!("The image's metadata cannot be read: {error}."));
+            errors.add(
+                "file",
+                format!("The image's metadata cannot be read: {error}."),
+            );
             None
         }
     };
@@ -593,7 +600,6 @@ fn storage_error(context: &str, error: StorageError) -> ApiError {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
 
@@ -630,7 +636,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            metadata_contradiction(&renamed, "ramips-mt76x8-gl-mt300n-v2-squashfs-sysupgrade.bin"),
+            metadata_contradiction(
+                &renamed,
+                "ramips-mt76x8-gl-mt300n-v2-squashfs-sysupgrade.bin"
+            ),
             None,
             "the name before OpenWrt 19.07"
         );

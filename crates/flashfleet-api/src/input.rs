@@ -264,8 +264,10 @@ impl Input {
             match item.as_str().map(|text| Uuid::from_str(text.trim())) {
                 Some(Ok(uuid)) => ids.push(T::from(uuid)),
                 _ => {
-                    self.errors
-                        .add(name, format!("Invalid pk \"{item}\" - object does not exist."));
+                    self.errors.add(
+                        name,
+                        format!("Invalid pk \"{item}\" - object does not exist."),
+                    );
                     return None;
                 }
             }
@@ -437,7 +439,6 @@ impl FromRequest for Input {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use flashfleet_models::CategoryId;
     use serde_json::json;

@@ -183,7 +183,10 @@ impl LiveStream {
             if let Err(error) = live.run(&mut receiver, &sender, poll_interval).await {
                 tracing::warn!(%error, "live stream stopped");
                 let _ = sender
-                    .send(frame("error", &serde_json::json!({"detail": error.detail(), "code": error.code()})))
+                    .send(frame(
+                        "error",
+                        &serde_json::json!({"detail": error.detail(), "code": error.code()}),
+                    ))
                     .await;
             }
         });

@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use flashfleet_models::page::OperationOrder;
 use flashfleet_models::repository::OperationFilter;
 use flashfleet_models::{
-    DeviceId, Details, OperationId, OrganizationId, UpgradeOperation, UpgradeStatus,
+    Details, DeviceId, OperationId, OrganizationId, UpgradeOperation, UpgradeStatus,
 };
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -79,8 +79,7 @@ impl From<UpgradeOperation> for OperationJson {
             created: Some(operation.created.into()),
             batch: operation.batch_id.map(|id| id.0),
             phase: operation.phase.as_str().to_owned(),
-            upgrade_options: serde_json::to_value(&operation.upgrade_options)
-                .unwrap_or_default(),
+            upgrade_options: serde_json::to_value(&operation.upgrade_options).unwrap_or_default(),
             attempts: operation.attempts,
             next_attempt_at: operation.next_attempt_at.map(Timestamp),
             started: operation.started.map(Timestamp),
@@ -130,7 +129,6 @@ pub async fn list(
             .or_else(|| query.filter_text("organization")),
         organization_id: query.filter_id::<OrganizationId>("device__organization"),
         ordering: query.ordering::<OperationOrder>(),
-        ..OperationFilter::default()
     };
     query.finish()?;
     let page = state

@@ -25,7 +25,10 @@ pub(crate) async fn writable_organization(
     match found {
         Some(organization) if organization.is_active => Ok(Some(organization.id)),
         _ => {
-            input.error(field, format!("Invalid pk \"{id}\" - object does not exist."));
+            input.error(
+                field,
+                format!("Invalid pk \"{id}\" - object does not exist."),
+            );
             Ok(None)
         }
     }

@@ -127,10 +127,11 @@ fn invalid_page() -> ApiError {
 /// The absolute URL of the request's own path on another page (`None`: the first page, written
 /// without `page`), its other parameters kept and sorted by name as DRF does.
 fn page_url(request: &HttpRequest, state: &ApiState, page: Option<u64>) -> String {
-    let mut pairs: Vec<(String, String)> = form_urlencoded::parse(request.query_string().as_bytes())
-        .filter(|(name, _)| name != "page")
-        .map(|(name, value)| (name.into_owned(), value.into_owned()))
-        .collect();
+    let mut pairs: Vec<(String, String)> =
+        form_urlencoded::parse(request.query_string().as_bytes())
+            .filter(|(name, _)| name != "page")
+            .map(|(name, value)| (name.into_owned(), value.into_owned()))
+            .collect();
     if let Some(page) = page {
         pairs.push(("page".into(), page.to_string()));
     }

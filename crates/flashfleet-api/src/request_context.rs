@@ -53,11 +53,25 @@ pub(crate) async fn request_context(
         path = %request.path(),
     );
     let started = Instant::now();
-    let result = REQUEST_ID
-        .scope(request_id.clone(), next.call(request))
-        .instrument(span.clone())
-        .await;
-    let mut response = result?;
+    // The request is served on a task of its own, so that a client going away (which drops
+    // this future) does not cut a database query in the middle: the task runs to its end.
+    // diesel-async's SQLite connections block the thread to finish a dropped query, which
+    // panics on actix-web's single-threaded workers.
+    let served = actix_web::rt::spawn(
+        REQUEST_ID
+            .scope(request_id.clone(), next.call(request))
+            .instrument(span.clone()),
+    )
+    .await;
+    let mut response = match served {
+        Ok(result) => result?,
+        Err(join_error) => {
+            span.in_scope(|| tracing::error!(%join_error, "serving the request panicked"));
+            return Err(actix_web::error::ErrorInternalServerError(
+                "A server error occurred.",
+            ));
+        }
+    };
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response
             .headers_mut()

@@ -41,9 +41,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 ApiError::not_found("Not found.").into()
             }))
             .service(firmware_upgrader())
-            .service(
-                resource("/openapi.json", &[Method::GET]).route(get().to(openapi::document)),
-            )
+            .service(resource("/openapi.json", &[Method::GET]).route(get().to(openapi::document)))
             .service(openapi::docs())
             .default_service(web::to(not_found)),
     );
@@ -95,12 +93,9 @@ fn firmware_upgrader() -> actix_web::Scope {
                 .route(web::patch().to(categories::update))
                 .route(web::delete().to(categories::delete)),
         )
+        .service(resource("/batch-upgrade-operation/", &[M::GET]).route(get().to(batches::list)))
         .service(
-            resource("/batch-upgrade-operation/", &[M::GET]).route(get().to(batches::list)),
-        )
-        .service(
-            resource("/batch-upgrade-operation/{id}/", &[M::GET])
-                .route(get().to(batches::get)),
+            resource("/batch-upgrade-operation/{id}/", &[M::GET]).route(get().to(batches::get)),
         )
         .service(
             resource("/batch-upgrade-operation/{id}/cancel/", &[M::POST])
@@ -110,12 +105,8 @@ fn firmware_upgrader() -> actix_web::Scope {
             resource("/batch-upgrade-operation/{id}/events/", &[M::GET])
                 .route(get().to(live::batch_events)),
         )
-        .service(
-            resource("/upgrade-operation/", &[M::GET]).route(get().to(operations::list)),
-        )
-        .service(
-            resource("/upgrade-operation/{id}/", &[M::GET]).route(get().to(operations::get)),
-        )
+        .service(resource("/upgrade-operation/", &[M::GET]).route(get().to(operations::list)))
+        .service(resource("/upgrade-operation/{id}/", &[M::GET]).route(get().to(operations::get)))
         .service(
             resource("/upgrade-operation/{id}/cancel/", &[M::POST])
                 .route(web::post().to(operations::cancel)),
@@ -129,15 +120,17 @@ fn firmware_upgrader() -> actix_web::Scope {
                 .route(get().to(operations::list_for_device)),
         )
         .service(
-            resource("/device/{id}/firmware/", &[M::GET, M::PUT, M::PATCH, M::DELETE])
-                .route(get().to(device_firmware::get))
-                .route(web::put().to(device_firmware::update))
-                .route(web::patch().to(device_firmware::update))
-                .route(web::delete().to(device_firmware::delete)),
+            resource(
+                "/device/{id}/firmware/",
+                &[M::GET, M::PUT, M::PATCH, M::DELETE],
+            )
+            .route(get().to(device_firmware::get))
+            .route(web::put().to(device_firmware::update))
+            .route(web::patch().to(device_firmware::update))
+            .route(web::delete().to(device_firmware::delete)),
         )
-        .service(
-            resource("/device/{id}/events/", &[M::GET]).route(get().to(live::device_events)),
-        )
+        .service(resource("/device/{id}/events/", &[M::GET]).route(get().to(live::device_events)))
+        .default_service(web::to(not_found))
 }
 
 /// A resource that answers methods outside `methods` with a 405 problem naming the allowed

@@ -96,6 +96,11 @@ impl ApiState {
         self.inner.authenticator.as_ref()
     }
 
+    /// Who decides who calls, shared (for tasks of their own).
+    pub(crate) fn authenticator_handle(&self) -> Arc<dyn Authenticator> {
+        Arc::clone(&self.inner.authenticator)
+    }
+
     /// The settings.
     pub fn config(&self) -> &ApiConfig {
         &self.inner.config

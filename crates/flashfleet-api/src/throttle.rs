@@ -55,7 +55,9 @@ impl RequestThrottle {
 
 impl std::fmt::Debug for RequestThrottle {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_struct("RequestThrottle").finish_non_exhaustive()
+        formatter
+            .debug_struct("RequestThrottle")
+            .finish_non_exhaustive()
     }
 }
 
@@ -71,7 +73,10 @@ mod tests {
         }
         match throttle.check("alice") {
             Err(ApiError::Throttled { wait }) => {
-                assert!(wait > Duration::ZERO && wait <= Duration::from_secs(20), "{wait:?}");
+                assert!(
+                    wait > Duration::ZERO && wait <= Duration::from_secs(20),
+                    "{wait:?}"
+                );
             }
             other => panic!("expected a throttled error, got {other:?}"),
         }

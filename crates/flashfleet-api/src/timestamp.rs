@@ -23,7 +23,6 @@ impl From<DateTime<Utc>> for Timestamp {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use chrono::TimeZone;
 

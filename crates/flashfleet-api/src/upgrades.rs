@@ -125,7 +125,10 @@ pub struct DryRunJson {
 
 /// The body of a mass upgrade.
 #[derive(Debug, ToSchema)]
-#[expect(dead_code, reason = "documents the request body in the OpenAPI document")]
+#[expect(
+    dead_code,
+    reason = "documents the request body in the OpenAPI document"
+)]
 pub struct MassUpgradeInput {
     /// Also upgrade devices with no known firmware whose model matches (default false).
     upgrade_all: Option<bool>,

@@ -1,6 +1,8 @@
 //! Single and mass upgrades: which devices a build would touch (the dry run), queueing them,
 //! and cancelling.
 
+use std::collections::HashSet;
+
 use flashfleet_boards::{DeviceIdentity, SysupgradeOptions, Verdict, check_compatibility};
 use flashfleet_models::batch::{NO_DEVICES_FOUND, validate_batch_group};
 use flashfleet_models::device_firmware::{AssignmentCheck, validate_assignment};
@@ -8,7 +10,8 @@ use flashfleet_models::repository::{ImageFilter, OperationFilter};
 use flashfleet_models::{
     BatchId, BatchStatus, BatchUpgradeOperation, BuildId, Details, Device, DeviceFirmware,
     DeviceGroupId, DeviceId, FirmwareImage, ImageId, NewBatch, NewUpgradeOperation, OperationId,
-    PageRequest, RepoError, Scope, UpgradeOperation, UpgradeOptions, ValidationErrors,
+    PageRequest, RepoError, Scope, UpgradeOperation, UpgradeOptions, UpgradeStatus,
+    ValidationErrors,
 };
 
 use crate::error::EngineError;
@@ -136,11 +139,36 @@ impl Engine {
             .sysupgrade_flags()
             .iter()
             .any(|flag| flag == "-n");
+        // Devices with an unfinished operation are left out (queue_batch guarantees it under
+        // concurrency; reading them here lets the plan say so, and lets a mass upgrade whose
+        // devices are all busy be refused before a batch is written).
+        let busy: HashSet<DeviceId> = repository
+            .list_operations(
+                &Scope::All,
+                &OperationFilter {
+                    status: Some(UpgradeStatus::InProgress),
+                    organization_id: category.organization_id,
+                    ..OperationFilter::default()
+                },
+                PageRequest::all(),
+            )
+            .await?
+            .items
+            .into_iter()
+            .map(|operation| operation.device_id)
+            .collect();
         let mut plan = UpgradePlan::default();
         for candidate in candidates {
             if let Some(devices) = &request.devices
                 && !devices.contains(&candidate.device.id)
             {
+                continue;
+            }
+            if busy.contains(&candidate.device.id) {
+                plan.skipped.push(SkippedDevice {
+                    device: candidate.device,
+                    reason: BUSY.to_owned(),
+                });
                 continue;
             }
             let image = match &candidate.current_image_type {
@@ -242,7 +270,7 @@ impl Engine {
             {
                 skipped.push(SkippedDevice {
                     device,
-                    reason: "another upgrade operation is in progress".to_owned(),
+                    reason: BUSY.to_owned(),
                 });
             }
         }
@@ -481,6 +509,9 @@ fn verdict(
         },
     )
 }
+
+/// Why a device with an unfinished operation is left out of a mass upgrade.
+const BUSY: &str = "another upgrade operation is in progress";
 
 fn invalid(field: &str, message: impl Into<String>) -> EngineError {
     EngineError::Repository(RepoError::Invalid(ValidationErrors::field(field, message)))

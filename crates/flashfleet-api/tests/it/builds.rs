@@ -70,7 +70,11 @@ async fn duplicate_and_empty_builds_get_upstreams_errors() {
             &json!(["The fields category, version must make a unique set."])
         );
         let empty = api
-            .post("/api/v1/firmware-upgrader/build/", &tenant.manager, json!({}))
+            .post(
+                "/api/v1/firmware-upgrader/build/",
+                &tenant.manager,
+                json!({}),
+            )
             .await;
         assert_eq!(empty.status, StatusCode::BAD_REQUEST);
         assert_eq!(empty.get("version"), &json!(["This field is required."]));
@@ -107,7 +111,10 @@ async fn a_manager_cannot_put_builds_in_a_shared_category() {
         assert_eq!(refused.status, StatusCode::BAD_REQUEST);
         assert_eq!(
             refused.get("category"),
-            &json!([format!("Invalid pk \"{}\" - object does not exist.", shared.id)])
+            &json!([format!(
+                "Invalid pk \"{}\" - object does not exist.",
+                shared.id
+            )])
         );
         create_build(&api, &api.superuser, &shared.id.to_string(), "1.0").await;
         let list = api

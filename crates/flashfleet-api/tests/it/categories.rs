@@ -27,7 +27,14 @@ async fn a_manager_creates_lists_changes_and_deletes_categories_of_its_organizat
             .collect();
         assert_eq!(
             &keys[..6],
-            ["id", "created", "modified", "name", "description", "organization"],
+            [
+                "id",
+                "created",
+                "modified",
+                "name",
+                "description",
+                "organization"
+            ],
             "upstream's key order"
         );
         let id = created.get("id").as_str().unwrap().to_owned();
@@ -48,7 +55,12 @@ async fn a_manager_creates_lists_changes_and_deletes_categories_of_its_organizat
             .iter()
             .map(|category| category["name"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["Routers", "Access points"], "-name, {}", api.backend());
+        assert_eq!(
+            names,
+            ["Routers", "Access points"],
+            "-name, {}",
+            api.backend()
+        );
         let patched = api
             .call(
                 Method::PATCH,

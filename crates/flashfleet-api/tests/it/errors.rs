@@ -18,7 +18,10 @@ async fn requests_without_or_with_wrong_credentials_get_upstreams_401() {
             anonymous.get("detail"),
             "Authentication credentials were not provided."
         );
-        assert_eq!(anonymous.headers.get(header::WWW_AUTHENTICATE).unwrap(), "Bearer");
+        assert_eq!(
+            anonymous.headers.get(header::WWW_AUTHENTICATE).unwrap(),
+            "Bearer"
+        );
         assert_eq!(
             anonymous.headers.get(header::CONTENT_TYPE).unwrap(),
             "application/problem+json"
@@ -51,7 +54,9 @@ async fn requests_without_or_with_wrong_credentials_get_upstreams_401() {
 #[actix_web::test]
 async fn every_response_carries_a_request_id_that_error_bodies_repeat() {
     let api = TestApi::new(TestDb::sqlite().await).await;
-    let ok = api.get("/api/v1/firmware-upgrader/build/", &api.superuser).await;
+    let ok = api
+        .get("/api/v1/firmware-upgrader/build/", &api.superuser)
+        .await;
     assert!(ok.headers.get("x-request-id").is_some());
     let missing = api
         .send(
@@ -83,7 +88,9 @@ async fn unknown_routes_methods_ids_and_bodies_are_clear_client_errors() {
     let unknown = api.get("/api/v1/firmware-upgrader/nothing/", &token).await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     assert_eq!(unknown.get("code"), "not_found");
-    let bad_id = api.get("/api/v1/firmware-upgrader/build/not-a-uuid/", &token).await;
+    let bad_id = api
+        .get("/api/v1/firmware-upgrader/build/not-a-uuid/", &token)
+        .await;
     assert_eq!(bad_id.status, StatusCode::NOT_FOUND);
     let method = api
         .call(
@@ -94,9 +101,17 @@ async fn unknown_routes_methods_ids_and_bodies_are_clear_client_errors() {
         )
         .await;
     assert_eq!(method.status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(method.headers.get(header::ALLOW).unwrap(), "GET, POST, HEAD, OPTIONS");
+    assert_eq!(
+        method.headers.get(header::ALLOW).unwrap(),
+        "GET, POST, HEAD, OPTIONS"
+    );
     let head = api
-        .call(Method::HEAD, "/api/v1/firmware-upgrader/build/", Some(&token), None)
+        .call(
+            Method::HEAD,
+            "/api/v1/firmware-upgrader/build/",
+            Some(&token),
+            None,
+        )
         .await;
     assert_eq!(head.status, StatusCode::OK);
     let malformed = api
@@ -110,7 +125,11 @@ async fn unknown_routes_methods_ids_and_bodies_are_clear_client_errors() {
         .await;
     assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
     assert!(
-        malformed.get("detail").as_str().unwrap().starts_with("JSON parse error"),
+        malformed
+            .get("detail")
+            .as_str()
+            .unwrap()
+            .starts_with("JSON parse error"),
         "{:?}",
         malformed.body
     );
@@ -148,10 +167,14 @@ async fn a_user_over_the_rate_limit_gets_429_with_retry_after() {
     )
     .await;
     for _ in 0..3 {
-        let reply = api.get("/api/v1/firmware-upgrader/build/", &api.superuser).await;
+        let reply = api
+            .get("/api/v1/firmware-upgrader/build/", &api.superuser)
+            .await;
         assert_eq!(reply.status, StatusCode::OK);
     }
-    let throttled = api.get("/api/v1/firmware-upgrader/build/", &api.superuser).await;
+    let throttled = api
+        .get("/api/v1/firmware-upgrader/build/", &api.superuser)
+        .await;
     assert_eq!(throttled.status, StatusCode::TOO_MANY_REQUESTS);
     let retry_after: u64 = throttled
         .headers
@@ -170,14 +193,18 @@ async fn a_user_over_the_rate_limit_gets_429_with_retry_after() {
             .starts_with("Request was throttled. Expected available in")
     );
     let other = api.tenant("acme").await;
-    let reply = api.get("/api/v1/firmware-upgrader/build/", &other.member).await;
+    let reply = api
+        .get("/api/v1/firmware-upgrader/build/", &other.member)
+        .await;
     assert_eq!(reply.status, StatusCode::OK, "the limit is per user");
 }
 
 #[actix_web::test]
 async fn apis_over_every_backend_answer() {
     for api in apis().await {
-        let reply = api.get("/api/v1/firmware-upgrader/category/", &api.superuser).await;
+        let reply = api
+            .get("/api/v1/firmware-upgrader/category/", &api.superuser)
+            .await;
         assert_eq!(reply.status, StatusCode::OK, "{}", api.backend());
     }
 }

@@ -5,18 +5,21 @@ use actix_web::http::{Method, StatusCode, header};
 use flashfleet_api::ApiConfig;
 use flashfleet_boards::test_image::TestImage;
 use flashfleet_db::testing::TestDb;
-use flashfleet_models::{Build, NewBuild};
 use flashfleet_models::repository::FirmwareRepository;
+use flashfleet_models::{Build, NewBuild};
 use serde_json::json;
 
-use crate::support::{TestApi, Tenant, apis};
+use crate::support::{Tenant, TestApi, apis};
 
 const COMFAST: &str = "ath79-generic-comfast_cf-e375ac-squashfs-sysupgrade.bin";
 const GL_MT300N: &str = "ramips-mt76x8-gl-mt300n-v2-squashfs-sysupgrade.bin";
 
 async fn build(api: &TestApi, tenant: Option<&Tenant>, version: &str) -> Build {
     let category = api
-        .category(tenant.map(|tenant| &tenant.organization), &format!("Routers {version}"))
+        .category(
+            tenant.map(|tenant| &tenant.organization),
+            &format!("Routers {version}"),
+        )
         .await;
     api.db()
         .insert_build(&NewBuild::new(category.id, version).into_build())
@@ -80,7 +83,11 @@ async fn an_upload_with_an_explicit_type_has_upstreams_shape_and_downloads_back(
             "application/octet-stream"
         );
         let member = api.get(&download_path, &tenant.member).await;
-        assert_eq!(member.status, StatusCode::FORBIDDEN, "members do not download");
+        assert_eq!(
+            member.status,
+            StatusCode::FORBIDDEN,
+            "members do not download"
+        );
         let list = api
             .get(
                 &format!("/api/v1/firmware-upgrader/build/{}/image/", build.id),
@@ -108,7 +115,10 @@ async fn the_type_comes_from_the_file_name_and_the_images_metadata() {
             .await;
         assert_eq!(uploaded.status, StatusCode::CREATED, "{:?}", uploaded.body);
         assert_eq!(uploaded.get("type"), GL_MT300N);
-        assert_eq!(uploaded.body["metadata"]["version"]["board"], "glinet_gl-mt300n-v2");
+        assert_eq!(
+            uploaded.body["metadata"]["version"]["board"],
+            "glinet_gl-mt300n-v2"
+        );
         let contradicting = api
             .upload(
                 &build.id.to_string(),
@@ -127,7 +137,11 @@ async fn the_type_comes_from_the_file_name_and_the_images_metadata() {
             "{:?}",
             contradicting.body
         );
-        assert_eq!(stored_keys(&api).await.len(), 1, "refused uploads leave nothing");
+        assert_eq!(
+            stored_keys(&api).await.len(),
+            1,
+            "refused uploads leave nothing"
+        );
     }
 }
 
@@ -138,11 +152,23 @@ async fn refused_uploads_get_upstreams_errors_and_leave_no_file() {
         let build = build(&api, Some(&tenant), "1.0").await;
         let build_id = build.id.to_string();
         let first = api
-            .upload(&build_id, &tenant.manager, "a.bin", b"firmware", Some(COMFAST))
+            .upload(
+                &build_id,
+                &tenant.manager,
+                "a.bin",
+                b"firmware",
+                Some(COMFAST),
+            )
             .await;
         assert_eq!(first.status, StatusCode::CREATED);
         let duplicate = api
-            .upload(&build_id, &tenant.manager, "b.bin", b"firmware", Some(COMFAST))
+            .upload(
+                &build_id,
+                &tenant.manager,
+                "b.bin",
+                b"firmware",
+                Some(COMFAST),
+            )
             .await;
         assert_eq!(duplicate.status, StatusCode::BAD_REQUEST);
         assert_eq!(
@@ -164,7 +190,13 @@ async fn refused_uploads_get_upstreams_errors_and_leave_no_file() {
             &json!(["\"not-a-known-type.bin\" is not a valid choice."])
         );
         let underivable = api
-            .upload(&build_id, &tenant.manager, "firmware.bin", b"firmware", None)
+            .upload(
+                &build_id,
+                &tenant.manager,
+                "firmware.bin",
+                b"firmware",
+                None,
+            )
             .await;
         assert_eq!(
             underivable.get("type"),
@@ -191,7 +223,13 @@ async fn refused_uploads_get_upstreams_errors_and_leave_no_file() {
         assert_eq!(no_file.status, StatusCode::BAD_REQUEST);
         assert_eq!(no_file.get("file"), &json!(["No file was submitted."]));
         let member = api
-            .upload(&build_id, &tenant.member, "e.bin", b"firmware", Some(GL_MT300N))
+            .upload(
+                &build_id,
+                &tenant.member,
+                "e.bin",
+                b"firmware",
+                Some(GL_MT300N),
+            )
             .await;
         assert_eq!(member.status, StatusCode::FORBIDDEN);
         assert_eq!(stored_keys(&api).await.len(), 1, "{}", api.backend());
@@ -220,7 +258,12 @@ async fn an_oversized_upload_is_413_and_leaves_no_file() {
             Some(COMFAST),
         )
         .await;
-    assert_eq!(refused.status, StatusCode::PAYLOAD_TOO_LARGE, "{:?}", refused.body);
+    assert_eq!(
+        refused.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{:?}",
+        refused.body
+    );
     assert_eq!(refused.get("code"), "payload_too_large");
     assert!(stored_keys(&api).await.is_empty());
     let accepted = api
@@ -277,7 +320,13 @@ async fn images_of_shared_builds_are_downloaded_by_superusers_only() {
         let tenant = api.tenant("acme").await;
         let build = build(&api, None, "1.0").await;
         let uploaded = api
-            .upload(&build.id.to_string(), &api.superuser, "a.bin", b"one", Some(COMFAST))
+            .upload(
+                &build.id.to_string(),
+                &api.superuser,
+                "a.bin",
+                b"one",
+                Some(COMFAST),
+            )
             .await;
         assert_eq!(uploaded.status, StatusCode::CREATED);
         let path = format!(
@@ -285,10 +334,19 @@ async fn images_of_shared_builds_are_downloaded_by_superusers_only() {
             build.id,
             uploaded.get("id").as_str().unwrap()
         );
-        assert_eq!(api.get(&path, &tenant.manager).await.status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            api.get(&path, &tenant.manager).await.status,
+            StatusCode::FORBIDDEN
+        );
         assert_eq!(api.get(&path, &api.superuser).await.status, StatusCode::OK);
         let refused = api
-            .upload(&build.id.to_string(), &tenant.manager, "b.bin", b"two", Some(GL_MT300N))
+            .upload(
+                &build.id.to_string(),
+                &tenant.manager,
+                "b.bin",
+                b"two",
+                Some(GL_MT300N),
+            )
             .await;
         assert_eq!(refused.status, StatusCode::FORBIDDEN);
     }
@@ -301,12 +359,21 @@ async fn an_image_is_only_found_under_its_own_build() {
         let first = build(&api, Some(&tenant), "1.0").await;
         let second = build(&api, Some(&tenant), "2.0").await;
         let uploaded = api
-            .upload(&first.id.to_string(), &tenant.manager, "a.bin", b"one", Some(COMFAST))
+            .upload(
+                &first.id.to_string(),
+                &tenant.manager,
+                "a.bin",
+                b"one",
+                Some(COMFAST),
+            )
             .await;
         let image = uploaded.get("id").as_str().unwrap();
         let wrong = api
             .get(
-                &format!("/api/v1/firmware-upgrader/build/{}/image/{image}/download/", second.id),
+                &format!(
+                    "/api/v1/firmware-upgrader/build/{}/image/{image}/download/",
+                    second.id
+                ),
                 &tenant.manager,
             )
             .await;

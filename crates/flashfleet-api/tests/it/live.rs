@@ -24,9 +24,10 @@ async fn read_events(
     let mut events = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !until(&events) {
-        let chunk = tokio::time::timeout_at(deadline, std::future::poll_fn(|context| {
-            std::pin::Pin::new(&mut *body).poll_next(context)
-        }))
+        let chunk = tokio::time::timeout_at(
+            deadline,
+            std::future::poll_fn(|context| std::pin::Pin::new(&mut *body).poll_next(context)),
+        )
         .await
         .expect("the events arrive in time");
         let Some(chunk) = chunk else { break };
@@ -72,9 +73,15 @@ async fn queued_operation(api: &TestApi) -> (crate::support::Tenant, String, Str
     assert_eq!(started.status, StatusCode::CREATED, "{:?}", started.body);
     let batch = started.get("batch").as_str().unwrap().to_owned();
     let operations = api
-        .get("/api/v1/firmware-upgrader/upgrade-operation/", &tenant.manager)
+        .get(
+            "/api/v1/firmware-upgrader/upgrade-operation/",
+            &tenant.manager,
+        )
         .await;
-    let operation = operations.body["results"][0]["id"].as_str().unwrap().to_owned();
+    let operation = operations.body["results"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     (tenant, batch, operation)
 }
 

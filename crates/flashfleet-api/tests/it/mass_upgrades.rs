@@ -5,7 +5,7 @@ use flashfleet_models::repository::{DeviceRepository, FirmwareRepository};
 use flashfleet_models::{Build, DeviceFirmware, NewBuild};
 use serde_json::json;
 
-use crate::support::{TestApi, Tenant, apis, connected_device, stored_image};
+use crate::support::{Tenant, TestApi, apis, connected_device, stored_image};
 
 const COMFAST: &str = "ath79-generic-comfast_cf-e375ac-squashfs-sysupgrade.bin";
 const COMFAST_MODEL: &str = "COMFAST CF-E375AC";
@@ -39,8 +39,13 @@ async fn fleet(api: &TestApi, tenant: &Tenant) -> Fleet {
         .insert_device_firmware(&DeviceFirmware::new(known.id, old_image.id, true))
         .await
         .unwrap();
-    let firmwareless =
-        connected_device(api.db(), &tenant.organization, "firmwareless", COMFAST_MODEL).await;
+    let firmwareless = connected_device(
+        api.db(),
+        &tenant.organization,
+        "firmwareless",
+        COMFAST_MODEL,
+    )
+    .await;
     Fleet {
         new_build,
         known,
@@ -58,7 +63,10 @@ async fn the_dry_run_lists_upstreams_two_lists_and_a_verdict_per_device() {
         connected_device(api.db(), &other.organization, "foreign", COMFAST_MODEL).await;
         let dry_run = api
             .get(
-                &format!("/api/v1/firmware-upgrader/build/{}/upgrade/", fleet.new_build.id),
+                &format!(
+                    "/api/v1/firmware-upgrader/build/{}/upgrade/",
+                    fleet.new_build.id
+                ),
                 &tenant.member,
             )
             .await;
@@ -67,11 +75,17 @@ async fn the_dry_run_lists_upstreams_two_lists_and_a_verdict_per_device() {
             dry_run.get("device_firmwares"),
             &json!([fleet.known_record.id.to_string()])
         );
-        assert_eq!(dry_run.get("devices"), &json!([fleet.firmwareless.id.to_string()]));
+        assert_eq!(
+            dry_run.get("devices"),
+            &json!([fleet.firmwareless.id.to_string()])
+        );
         let plan = dry_run.get("plan").as_array().unwrap();
         assert_eq!(plan.len(), 2);
         assert_eq!(plan[0]["device"], fleet.known.id.to_string());
-        assert_eq!(plan[0]["verdict"]["status"], "unknown", "no metadata in the image");
+        assert_eq!(
+            plan[0]["verdict"]["status"], "unknown",
+            "no metadata in the image"
+        );
         assert_eq!(dry_run.body["summary"]["by_model"][COMFAST_MODEL], 2);
     }
 }
@@ -81,7 +95,10 @@ async fn a_mass_upgrade_queues_operations_and_the_batch_reports_them() {
     for api in apis().await {
         let tenant = api.tenant("acme").await;
         let fleet = fleet(&api, &tenant).await;
-        let path = format!("/api/v1/firmware-upgrader/build/{}/upgrade/", fleet.new_build.id);
+        let path = format!(
+            "/api/v1/firmware-upgrader/build/{}/upgrade/",
+            fleet.new_build.id
+        );
         let member = api.post(&path, &tenant.member, json!({})).await;
         assert_eq!(member.status, StatusCode::FORBIDDEN);
         let started = api
@@ -91,13 +108,29 @@ async fn a_mass_upgrade_queues_operations_and_the_batch_reports_them() {
         assert_eq!(started.get("operations"), 2);
         let batch = started.get("batch").as_str().unwrap().to_owned();
         let list = api
-            .get("/api/v1/firmware-upgrader/batch-upgrade-operation/", &tenant.member)
+            .get(
+                "/api/v1/firmware-upgrader/batch-upgrade-operation/",
+                &tenant.member,
+            )
             .await;
         assert_eq!(list.get("count"), 1);
-        let keys: Vec<&String> = list.body["results"][0].as_object().unwrap().keys().collect();
+        let keys: Vec<&String> = list.body["results"][0]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect();
         assert_eq!(
             &keys[..8],
-            ["id", "build", "created", "modified", "upgrade_options", "status", "group", "location"]
+            [
+                "id",
+                "build",
+                "created",
+                "modified",
+                "upgrade_options",
+                "status",
+                "group",
+                "location"
+            ]
         );
         let detail = api
             .get(
@@ -113,7 +146,11 @@ async fn a_mass_upgrade_queues_operations_and_the_batch_reports_them() {
         let again = api
             .post(&path, &tenant.manager, json!({"upgrade_all": true}))
             .await;
-        assert_eq!(again.status, StatusCode::BAD_REQUEST, "every device is busy");
+        assert_eq!(
+            again.status,
+            StatusCode::BAD_REQUEST,
+            "every device is busy"
+        );
         assert_eq!(
             again.get("error"),
             "No devices found matching the specified filters. Please adjust your group and/or location filters."
@@ -158,17 +195,37 @@ async fn only_known_devices_without_upgrade_all_and_force_needs_an_owner() {
     for api in apis().await {
         let tenant = api.tenant("acme").await;
         let fleet = fleet(&api, &tenant).await;
-        let path = format!("/api/v1/firmware-upgrader/build/{}/upgrade/", fleet.new_build.id);
+        let path = format!(
+            "/api/v1/firmware-upgrader/build/{}/upgrade/",
+            fleet.new_build.id
+        );
         let forced = api
-            .post(&path, &tenant.manager, json!({"upgrade_options": {"F": true}}))
+            .post(
+                &path,
+                &tenant.manager,
+                json!({"upgrade_options": {"F": true}}),
+            )
             .await;
         assert_eq!(forced.status, StatusCode::BAD_REQUEST, "{:?}", forced.body);
         let invalid = api
-            .post(&path, &tenant.owner, json!({"upgrade_options": {"n": true, "c": true}}))
+            .post(
+                &path,
+                &tenant.owner,
+                json!({"upgrade_options": {"n": true, "c": true}}),
+            )
             .await;
-        assert_eq!(invalid.status, StatusCode::BAD_REQUEST, "{:?}", invalid.body);
+        assert_eq!(
+            invalid.status,
+            StatusCode::BAD_REQUEST,
+            "{:?}",
+            invalid.body
+        );
         let started = api
-            .post(&path, &tenant.owner, json!({"upgrade_options": {"F": true}}))
+            .post(
+                &path,
+                &tenant.owner,
+                json!({"upgrade_options": {"F": true}}),
+            )
             .await;
         assert_eq!(started.status, StatusCode::CREATED, "{:?}", started.body);
         assert_eq!(started.get("operations"), 1, "only the known device");

@@ -38,7 +38,10 @@ async fn the_docs_ui_is_served_without_internet() {
     assert_eq!(page.status, StatusCode::OK);
     let html = String::from_utf8_lossy(&page.bytes);
     assert!(html.contains("swagger-ui"), "{html}");
-    assert!(!html.contains("https://"), "no asset from the internet: {html}");
+    assert!(
+        !html.contains("https://"),
+        "no asset from the internet: {html}"
+    );
     let initializer = api
         .send(TestRequest::get().uri("/api/v1/docs/swagger-initializer.js"))
         .await;

@@ -7,7 +7,7 @@ use flashfleet_models::repository::{
 use flashfleet_models::{NewBuild, OperationId, UpgradePhase};
 use serde_json::{Value, json};
 
-use crate::support::{TestApi, Tenant, apis, connected_device, stored_image};
+use crate::support::{Tenant, TestApi, apis, connected_device, stored_image};
 
 const COMFAST: &str = "ath79-generic-comfast_cf-e375ac-squashfs-sysupgrade.bin";
 const COMFAST_MODEL: &str = "COMFAST CF-E375AC";
@@ -25,7 +25,10 @@ async fn assigned(api: &TestApi, tenant: &Tenant) -> (String, Value) {
     let path = format!("/api/v1/firmware-upgrader/device/{}/firmware/", device.id);
     let missing = api.get(&path, &tenant.manager).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
-    assert_eq!(missing.get("detail"), "No DeviceFirmware matches the given query.");
+    assert_eq!(
+        missing.get("detail"),
+        "No DeviceFirmware matches the given query."
+    );
     let patch_missing = api
         .call(
             Method::PATCH,
@@ -53,15 +56,27 @@ async fn assigning_an_image_queues_an_operation_shown_in_every_list() {
         let tenant = api.tenant("acme").await;
         let (device, record) = assigned(&api, &tenant).await;
         assert_eq!(record["installed"], false);
-        let operation = record["upgrade_operation"]["id"].as_str().unwrap().to_owned();
+        let operation = record["upgrade_operation"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         let list = api
-            .get("/api/v1/firmware-upgrader/upgrade-operation/", &tenant.member)
+            .get(
+                "/api/v1/firmware-upgrader/upgrade-operation/",
+                &tenant.member,
+            )
             .await;
         assert_eq!(list.get("count"), 1);
-        let keys: Vec<&String> = list.body["results"][0].as_object().unwrap().keys().collect();
+        let keys: Vec<&String> = list.body["results"][0]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect();
         assert_eq!(
             &keys[..8],
-            ["id", "device", "image", "status", "log", "progress", "modified", "created"]
+            [
+                "id", "device", "image", "status", "log", "progress", "modified", "created"
+            ]
         );
         let by_device = api
             .get(
@@ -112,17 +127,26 @@ async fn cancelling_before_the_flash_works_once_and_after_it_is_a_conflict() {
     for api in apis().await {
         let tenant = api.tenant("acme").await;
         let (_, record) = assigned(&api, &tenant).await;
-        let operation = record["upgrade_operation"]["id"].as_str().unwrap().to_owned();
+        let operation = record["upgrade_operation"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         let path = format!("/api/v1/firmware-upgrader/upgrade-operation/{operation}/cancel/");
         let member = api.post(&path, &tenant.member, json!({})).await;
         assert_eq!(member.status, StatusCode::FORBIDDEN);
         let cancelled = api.post(&path, &tenant.manager, json!({})).await;
         assert_eq!(cancelled.status, StatusCode::OK, "{:?}", cancelled.body);
-        assert_eq!(cancelled.get("message"), "Upgrade operation cancelled successfully");
+        assert_eq!(
+            cancelled.get("message"),
+            "Upgrade operation cancelled successfully"
+        );
         assert_eq!(cancelled.body["operation"]["status"], "cancelled");
         let again = api.post(&path, &tenant.manager, json!({})).await;
         assert_eq!(again.status, StatusCode::CONFLICT);
-        assert_eq!(again.get("error"), "Cannot cancel operation with status: cancelled");
+        assert_eq!(
+            again.get("error"),
+            "Cannot cancel operation with status: cancelled"
+        );
         assert_eq!(again.get("code"), "conflict");
         let missing = api
             .post(

@@ -12,8 +12,7 @@ use flashfleet_db::testing::TestDb;
 use flashfleet_engine::{Engine, EngineConfig, EventBus};
 use flashfleet_models::repository::{DirectoryRepository, FirmwareRepository};
 use flashfleet_models::{
-    Category, NewApiToken, NewCategory, NewOrganization, NewUser, Organization, PasswordHash,
-    Role, User,
+    Category, NewApiToken, NewCategory, NewOrganization, NewUser, Organization, Role, User,
 };
 use flashfleet_storage::{FirmwareStore, StorageConfig};
 use flashfleet_upgrader::UpgraderRegistry;
@@ -21,39 +20,38 @@ use serde_json::Value;
 
 /// A response, read.
 #[derive(Debug)]
-pub struct Reply {
-    pub status: StatusCode,
-    pub headers: header::HeaderMap,
-    pub body: Value,
-    pub bytes: Vec<u8>,
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: header::HeaderMap,
+    pub(crate) body: Value,
+    pub(crate) bytes: Vec<u8>,
 }
 
 impl Reply {
     /// The body's `key`.
-    pub fn get(&self, key: &str) -> &Value {
+    pub(crate) fn get(&self, key: &str) -> &Value {
         &self.body[key]
     }
 }
 
 /// An organization with an owner, a manager and a member, each with a token.
-pub struct Tenant {
-    pub organization: Organization,
-    pub owner: String,
-    pub manager: String,
-    pub member: String,
-    pub manager_user: User,
+pub(crate) struct Tenant {
+    pub(crate) organization: Organization,
+    pub(crate) owner: String,
+    pub(crate) manager: String,
+    pub(crate) member: String,
 }
 
 /// The API on one test database.
-pub struct TestApi {
-    pub test_db: TestDb,
-    pub state: ApiState,
-    pub superuser: String,
+pub(crate) struct TestApi {
+    pub(crate) test_db: TestDb,
+    pub(crate) state: ApiState,
+    pub(crate) superuser: String,
 }
 
 impl TestApi {
     /// The API on `test_db` with default settings (no rate limit).
-    pub async fn new(test_db: TestDb) -> TestApi {
+    pub(crate) async fn new(test_db: TestDb) -> TestApi {
         TestApi::with_config(
             test_db,
             ApiConfig {
@@ -65,7 +63,7 @@ impl TestApi {
     }
 
     /// The API on `test_db` with `config`.
-    pub async fn with_config(test_db: TestDb, config: ApiConfig) -> TestApi {
+    pub(crate) async fn with_config(test_db: TestDb, config: ApiConfig) -> TestApi {
         let db = test_db.db().clone();
         let store = FirmwareStore::from_config(&StorageConfig::Memory, config.max_file_size)
             .expect("an in-memory store");
@@ -86,17 +84,17 @@ impl TestApi {
     }
 
     /// The database.
-    pub fn db(&self) -> &Db {
+    pub(crate) fn db(&self) -> &Db {
         self.test_db.db()
     }
 
     /// The backend's name, for assertion messages.
-    pub fn backend(&self) -> String {
+    pub(crate) fn backend(&self) -> String {
         format!("{:?}", self.test_db.backend())
     }
 
     /// A new organization `slug` with its owner, manager and member.
-    pub async fn tenant(&self, slug: &str) -> Tenant {
+    pub(crate) async fn tenant(&self, slug: &str) -> Tenant {
         let organization = self
             .db()
             .insert_organization(
@@ -105,7 +103,6 @@ impl TestApi {
             .await
             .expect("test setup");
         let mut tokens = Vec::new();
-        let mut users = Vec::new();
         for role in [Role::Owner, Role::Manager, Role::Member] {
             let (user, token) =
                 user_with_token(self.db(), &format!("{slug}-{}", role.as_str()), false).await;
@@ -114,19 +111,21 @@ impl TestApi {
                 .await
                 .expect("test setup");
             tokens.push(token);
-            users.push(user);
         }
         Tenant {
             organization,
             owner: tokens[0].clone(),
             manager: tokens[1].clone(),
             member: tokens[2].clone(),
-            manager_user: users[1].clone(),
         }
     }
 
     /// A category of `tenant`'s organization (`None`: shared).
-    pub async fn category(&self, organization: Option<&Organization>, name: &str) -> Category {
+    pub(crate) async fn category(
+        &self,
+        organization: Option<&Organization>,
+        name: &str,
+    ) -> Category {
         self.db()
             .insert_category(
                 &NewCategory::new(organization.map(|organization| organization.id), name)
@@ -137,7 +136,7 @@ impl TestApi {
     }
 
     /// Sends `method path` with `token` and a JSON `body`.
-    pub async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         path: &str,
@@ -155,17 +154,17 @@ impl TestApi {
     }
 
     /// `GET path` with `token`.
-    pub async fn get(&self, path: &str, token: &str) -> Reply {
+    pub(crate) async fn get(&self, path: &str, token: &str) -> Reply {
         self.call(Method::GET, path, Some(token), None).await
     }
 
     /// `POST path` with `token` and a JSON body.
-    pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+    pub(crate) async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
         self.call(Method::POST, path, Some(token), Some(body)).await
     }
 
     /// Sends a prepared request through the app.
-    pub async fn send(&self, request: TestRequest) -> Reply {
+    pub(crate) async fn send(&self, request: TestRequest) -> Reply {
         let app = test::init_service(
             App::new()
                 .app_data(web::Data::new(self.state.clone()))
@@ -186,7 +185,7 @@ impl TestApi {
     }
 
     /// Uploads `bytes` as `file_name` to `build` (multipart), with an optional `type`.
-    pub async fn upload(
+    pub(crate) async fn upload(
         &self,
         build: &str,
         token: &str,
@@ -205,7 +204,11 @@ impl TestApi {
 }
 
 /// A multipart form with a `file` part and an optional `type` part.
-pub fn multipart(file_name: &str, bytes: &[u8], image_type: Option<&str>) -> (String, Vec<u8>) {
+pub(crate) fn multipart(
+    file_name: &str,
+    bytes: &[u8],
+    image_type: Option<&str>,
+) -> (String, Vec<u8>) {
     let boundary = "flashfleet-test-boundary-7d2f";
     let mut body = Vec::new();
     if let Some(image_type) = image_type {
@@ -228,21 +231,17 @@ pub fn multipart(file_name: &str, bytes: &[u8], image_type: Option<&str>) -> (St
 }
 
 /// A user with a token.
-pub async fn user_with_token(db: &Db, username: &str, is_superuser: bool) -> (User, String) {
+pub(crate) async fn user_with_token(db: &Db, username: &str, is_superuser: bool) -> (User, String) {
     let mut user = NewUser::new(username);
     user.is_superuser = is_superuser;
-    user.password_hash = Some(PasswordHash::hash("correct horse battery").expect("test setup"));
-    let user = db
-        .insert_user(&user.into_user())
-        .await
-        .expect("test setup");
+    let user = db.insert_user(&user.into_user()).await.expect("test setup");
     let token = NewApiToken::generate(user.id, "test").expect("test setup");
     db.insert_token(&token.token).await.expect("test setup");
     (user, token.secret.expose().to_owned())
 }
 
 /// Every test database available here, each with its API.
-pub async fn apis() -> Vec<TestApi> {
+pub(crate) async fn apis() -> Vec<TestApi> {
     let mut apis = Vec::new();
     for test_db in TestDb::all().await {
         apis.push(TestApi::new(test_db).await);
@@ -251,7 +250,7 @@ pub async fn apis() -> Vec<TestApi> {
 }
 
 /// A device of `organization` with model `model`, SSH credentials and a connection.
-pub async fn connected_device(
+pub(crate) async fn connected_device(
     db: &Db,
     organization: &Organization,
     name: &str,
@@ -296,7 +295,7 @@ pub async fn connected_device(
 }
 
 /// An image of `build` of type `image_type`, stored directly (no file).
-pub async fn stored_image(
+pub(crate) async fn stored_image(
     db: &Db,
     build: flashfleet_models::BuildId,
     image_type: &str,
