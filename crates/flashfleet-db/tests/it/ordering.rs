@@ -97,7 +97,7 @@ async fn check_orders<T, F>(
 ) where
     F: Copy + PartialEq + std::fmt::Debug,
 {
-    let count = u64::try_from(rows.len()).unwrap();
+    let count = u64::try_from(rows.len()).expect("a fixture of a few rows");
     let mut cases = orderings(fields);
     cases.push(Vec::new());
     for ordering in cases {
