@@ -9,6 +9,7 @@ mod concurrency;
 mod devices;
 mod directory;
 mod firmware;
+mod ordering;
 mod queue;
 mod schema;
 mod support;

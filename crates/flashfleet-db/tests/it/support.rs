@@ -10,10 +10,11 @@ use flashfleet_models::repository::{
     DeviceRepository, DirectoryRepository, FirmwareRepository, UpgradeRepository,
 };
 use flashfleet_models::{
-    Build, Category, Credentials, CredentialsSecret, Details, Device, DeviceConnection,
-    DeviceFirmware, FirmwareImage, MacAddress, NewBuild, NewCategory, NewCredentials, NewDevice,
-    NewDeviceConnection, NewFirmwareImage, NewOrganization, NewUpgradeOperation, NewUser,
-    Organization, OrganizationId, Role, Scope, StorageKey, UpgradeOperation, User,
+    BatchStatus, BatchUpgradeOperation, Build, Category, Credentials, CredentialsSecret, Details,
+    Device, DeviceConnection, DeviceFirmware, FirmwareImage, MacAddress, NewBatch, NewBuild,
+    NewCategory, NewCredentials, NewDevice, NewDeviceConnection, NewFirmwareImage, NewOrganization,
+    NewUpgradeOperation, NewUser, Organization, OrganizationId, Role, Scope, StorageKey,
+    UpgradeOperation, UpgradePhase, UpgradeStatus, User,
 };
 
 /// `minutes` minutes before now (whole microseconds, as stored), for explicit, distinct
@@ -260,4 +261,35 @@ pub(crate) async fn operation(db: &Db, device: &Device, image: &FirmwareImage) -
     db.insert_operation(&NewUpgradeOperation::new(device.id, image.id).into_operation())
         .await
         .expect("storing an operation")
+}
+
+/// An unsaved operation of `device` on `image` with `status`, created `minutes_ago` ago.
+pub(crate) fn new_operation(
+    device: &Device,
+    image: &FirmwareImage,
+    status: UpgradeStatus,
+    minutes_ago: i64,
+) -> UpgradeOperation {
+    let mut operation = NewUpgradeOperation::new(device.id, image.id).into_operation();
+    operation.status = status;
+    if status.is_final() {
+        operation.phase = UpgradePhase::Done;
+        operation.finished = Some(ago(minutes_ago));
+    }
+    operation.created = ago(minutes_ago);
+    operation.modified = operation.created;
+    operation
+}
+
+/// An unsaved batch of `build` with `status`, created `minutes_ago` ago.
+pub(crate) fn new_batch(
+    build: &Build,
+    status: BatchStatus,
+    minutes_ago: i64,
+) -> BatchUpgradeOperation {
+    let mut batch = NewBatch::new(build.id).into_batch();
+    batch.status = status;
+    batch.created = ago(minutes_ago);
+    batch.modified = batch.created;
+    batch
 }

@@ -9,7 +9,7 @@ use flashfleet_models::repository::{
 };
 use flashfleet_models::upgrade_operation::CANCELLED_BY_USER;
 use flashfleet_models::{
-    BatchCounters, BatchStatus, BatchUpgradeOperation, Build, CancelError, Constraint, Device,
+    BatchCounters, BatchStatus, BatchUpgradeOperation, CancelError, Constraint, Device,
     DeviceFirmware, DeviceGroupId, FirmwareImage, NewBatch, NewDeviceGroup, NewUpgradeOperation,
     OperationId, OrganizationId, Page, PageRequest, RepoError, Scope, UpgradeOperation,
     UpgradeOptions, UpgradePhase, UpgradeStatus,
@@ -17,7 +17,7 @@ use flashfleet_models::{
 
 use crate::support::{
     BOARD, IMAGE_TYPE, ago, build, category, chain, details, device, device_firmware, image,
-    new_device, operation, organization, scope,
+    new_batch, new_device, new_operation, operation, organization, scope,
 };
 
 fn progress(phase: UpgradePhase, progress: u8, log_line: Option<&str>) -> ProgressUpdate {
@@ -38,24 +38,6 @@ fn completion(status: UpgradeStatus, installed: bool, log_line: Option<&str>) ->
 
 fn options(json: serde_json::Value) -> UpgradeOptions {
     UpgradeOptions::from_json(json).expect("options are a JSON object")
-}
-
-/// An unsaved operation of `device` on `image` with `status`, created `minutes_ago` ago.
-fn new_operation(
-    device: &Device,
-    image: &FirmwareImage,
-    status: UpgradeStatus,
-    minutes_ago: i64,
-) -> UpgradeOperation {
-    let mut operation = NewUpgradeOperation::new(device.id, image.id).into_operation();
-    operation.status = status;
-    if status.is_final() {
-        operation.phase = UpgradePhase::Done;
-        operation.finished = Some(ago(minutes_ago));
-    }
-    operation.created = ago(minutes_ago);
-    operation.modified = operation.created;
-    operation
 }
 
 async fn stored_operation(db: &Db, id: OperationId) -> UpgradeOperation {
@@ -1209,14 +1191,6 @@ async fn operations_are_listed_newest_first_filtered_and_scoped() {
             test_db.backend()
         );
     }
-}
-
-fn new_batch(build: &Build, status: BatchStatus, minutes_ago: i64) -> BatchUpgradeOperation {
-    let mut batch = NewBatch::new(build.id).into_batch();
-    batch.status = status;
-    batch.created = ago(minutes_ago);
-    batch.modified = batch.created;
-    batch
 }
 
 #[tokio::test]
