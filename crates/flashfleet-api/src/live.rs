@@ -41,6 +41,8 @@ use crate::state::ApiState;
 
 /// How often an idle stream sends a comment line.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How far back a re-read looks beyond its last read, for clocks of other servers that lag.
+const CLOCK_MARGIN: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 /// How many of a device's operations its stream starts with (upstream's socket: 5).
 const DEVICE_HISTORY: u64 = 5;
 
@@ -242,18 +244,22 @@ impl LiveStream {
                 }
             }
             Subject::Batch(id) => {
+                // After the first read, only what changed since the last one (with a margin
+                // for the clocks of other servers); `operation_frame` drops what was sent.
                 let filter = OperationFilter {
                     batch_id: Some(id),
+                    modified_since: (since > DateTime::<Utc>::MIN_UTC)
+                        .then(|| since - CLOCK_MARGIN),
                     ..OperationFilter::default()
                 };
                 for operation in repository
                     .list_operations(&self.scope, &filter, PageRequest::all())
                     .await?
                     .items
+                    .into_iter()
+                    .rev()
                 {
-                    if operation.modified >= since || !self.sent.contains_key(&operation.id) {
-                        frames.extend(self.operation_frame(operation));
-                    }
+                    frames.extend(self.operation_frame(operation));
                 }
                 frames.extend(self.batch_frame(id).await?);
             }

@@ -104,6 +104,7 @@ pub struct CancelledJson {
     params(
         ("device" = Option<Uuid>, Query), ("image" = Option<Uuid>, Query),
         ("status" = Option<String>, Query, description = "in-progress, success, failed, cancelled, aborted"),
+        ("phase" = Option<String>, Query, description = "queued, connecting, ..., flashing, ..., done"),
         ("device__organization" = Option<Uuid>, Query), ("device__organization__slug" = Option<String>, Query),
         ("organization" = Option<String>, Query, description = "Organization slug"),
         ("ordering" = Option<String>, Query, description = "device_id, created, modified; `-` for descending"),
@@ -128,7 +129,9 @@ pub async fn list(
             .filter_text("device__organization__slug")
             .or_else(|| query.filter_text("organization")),
         organization_id: query.filter_id::<OrganizationId>("device__organization"),
+        phase: query.filter_parsed("phase", "Select a valid choice of phase."),
         ordering: query.ordering::<OperationOrder>(),
+        ..OperationFilter::default()
     };
     query.finish()?;
     let page = state

@@ -394,6 +394,12 @@ impl UpgradeRepository for Db {
                 if let Some(status) = filter.status {
                     query = query.filter(upgrade_operations::status.eq(status.as_str()));
                 }
+                if let Some(phase) = filter.phase {
+                    query = query.filter(upgrade_operations::phase.eq(phase.as_str()));
+                }
+                if let Some(since) = filter.modified_since {
+                    query = query.filter(upgrade_operations::modified.ge(naive(since)));
+                }
                 query
             };
             let count: i64 = filtered().count().get_result(connection).await?;

@@ -25,6 +25,8 @@ pub(crate) struct OperationReporter {
     pub(crate) position: Mutex<(UpgradePhase, u8)>,
     /// Set when another engine took the operation over: report nothing more, stop.
     pub(crate) lease_lost: Arc<AtomicBool>,
+    /// Set when the engine stops: report nothing more, stop at the next checkpoint.
+    pub(crate) stopping: Arc<AtomicBool>,
     /// Permits for the steps from connecting to the end of the upload.
     pub(crate) preparing_permits: Arc<Semaphore>,
     /// The permit this operation holds while in those steps.
@@ -32,13 +34,18 @@ pub(crate) struct OperationReporter {
 }
 
 impl OperationReporter {
+    /// Whether this run must stop: its lease was lost, or the engine stops.
+    fn must_stop(&self) -> bool {
+        self.lease_lost.load(Ordering::SeqCst) || self.stopping.load(Ordering::SeqCst)
+    }
+
     async fn record(
         &self,
         phase: UpgradePhase,
         progress: u8,
         line: Option<&str>,
     ) -> Result<(), ReportError> {
-        if self.lease_lost.load(Ordering::SeqCst) {
+        if self.must_stop() {
             return Err(ReportError::Cancelled);
         }
         {
@@ -108,7 +115,7 @@ impl Reporter for OperationReporter {
     }
 
     async fn is_cancelled(&self) -> bool {
-        if self.lease_lost.load(Ordering::SeqCst) {
+        if self.must_stop() {
             return true;
         }
         match self

@@ -38,6 +38,9 @@ pub(crate) struct Shared {
     /// One permit per upgrade allowed at once between connecting and the end of the upload
     /// ([`EngineConfig::max_preparing`]).
     pub(crate) preparing_permits: Arc<Semaphore>,
+    /// Set when the engine stops: every operation stops at its next report or checkpoint
+    /// (each one persisted) and gives its lease back, to be recovered by its phase.
+    pub(crate) stopping: Arc<AtomicBool>,
 }
 
 /// Upstream's log line for an operation past its time limit.
@@ -112,6 +115,7 @@ pub(crate) async fn run_operation(
         events: shared.events.clone(),
         position: Mutex::new((operation.phase, operation.progress)),
         lease_lost: Arc::clone(&lease_lost),
+        stopping: Arc::clone(&shared.stopping),
         preparing_permits: Arc::clone(&shared.preparing_permits),
         preparing: tokio::sync::Mutex::new(None),
     });
@@ -162,6 +166,18 @@ pub(crate) async fn run_operation(
     let result = tokio::time::timeout(remaining, run).await;
     if lease_lost.load(Ordering::SeqCst) {
         // Another engine owns the operation now: it decides how it ends.
+        return Ok(());
+    }
+    if shared.stopping.load(Ordering::SeqCst) {
+        // The engine stops: the operation stopped at a persisted point. Give it back to the
+        // queue; whoever claims it next starts it over (before the flash) or verifies it.
+        if let Err(error) = repository
+            .release_lease(operation.id, &shared.config.name)
+            .await
+        {
+            tracing::warn!(operation = %operation.id, %error, "could not release the lease of a stopped operation; it is claimed again once the lease expires");
+        }
+        tracing::info!(operation = %operation.id, "stopped with the engine; left for the next claim");
         return Ok(());
     }
     let Ok(result) = result else {

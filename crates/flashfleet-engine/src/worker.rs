@@ -46,6 +46,7 @@ impl Engine {
                 preparing_permits: Arc::new(tokio::sync::Semaphore::new(
                     config.max_preparing.max(1),
                 )),
+                stopping: Arc::new(AtomicBool::new(false)),
                 config,
             }),
             wake: Arc::new(Notify::new()),
@@ -84,8 +85,11 @@ impl Engine {
         self.wake.notify_one();
     }
 
-    /// Claims and runs operations until `shutdown` is cancelled; then stops claiming, waits for
-    /// the operations in flight to end, and returns.
+    /// Claims and runs operations until `shutdown` is cancelled; then stops claiming, has every
+    /// operation in flight stop at its next report or cancellation checkpoint (each a persisted
+    /// step) and give its lease back, and returns once they all stopped. An operation stopped
+    /// before the flash is started over by whichever engine claims it next; one at or past the
+    /// flash is only verified.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), EngineError> {
         self.work(Some(shutdown)).await
     }
@@ -145,6 +149,12 @@ impl Engine {
             if running.is_empty() && (shutdown.is_none() || stopping()) {
                 return Ok(());
             }
+            if stopping() && !self.shared.stopping.swap(true, Ordering::SeqCst) {
+                tracing::info!(
+                    running = running.len(),
+                    "stopping: no new claims; operations in flight stop at their next persisted step"
+                );
+            }
             let poll = tokio::time::sleep(config.poll_interval);
             tokio::select! {
                 finished = running.join_next(), if !running.is_empty() => {
@@ -168,7 +178,7 @@ impl Engine {
                 }
                 _ = self.wake.notified() => {}
                 _ = poll, if shutdown.is_some() => {}
-                _ = cancelled(shutdown.as_ref()) => {}
+                _ = cancelled(shutdown.as_ref()), if !stopping() => {}
             }
         }
     }

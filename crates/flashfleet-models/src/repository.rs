@@ -326,6 +326,11 @@ pub struct OperationFilter {
     pub batch_id: Option<BatchId>,
     /// Only operations with this status.
     pub status: Option<UpgradeStatus>,
+    /// Only operations in this phase (`Queued`: waiting for an engine).
+    pub phase: Option<UpgradePhase>,
+    /// Only operations changed at or after this time (live streams read what changed since
+    /// their last look).
+    pub modified_since: Option<DateTime<Utc>>,
     /// Only operations of devices of this organization (upstream's `device__organization`).
     pub organization_id: Option<OrganizationId>,
     /// Only operations of devices of the organization with this slug.

@@ -375,3 +375,61 @@ async fn uploads_and_preparing_upgrades_at_once_stay_within_their_limits() {
         assert_eq!((preparing, most), (0, 4), "backend: {}", test_db.backend());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_engine_leaves_its_operations_at_their_last_persisted_step() {
+    for test_db in TestDb::all().await {
+        let db = test_db.db();
+        let fixture = fixture(db).await;
+        let operation = queued_device(db, &fixture, "ap-1").await;
+        let slow = Arc::new(ScriptedUpgrader {
+            duration: Duration::from_millis(500),
+            ..ScriptedUpgrader::default()
+        });
+        let stopping_engine = engine(db, &slow, "engine-stopping");
+        let mut events = stopping_engine.events().subscribe();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let running = tokio::spawn({
+            let engine = stopping_engine.clone();
+            let shutdown = shutdown.clone();
+            async move { engine.run(shutdown).await }
+        });
+        loop {
+            match events.recv().await.unwrap() {
+                Event::Operation(stored) if stored.phase == UpgradePhase::Uploading => break,
+                _ => {}
+            }
+        }
+        // Stop while the image is uploading: the next report (flashing) is refused.
+        shutdown.cancel();
+        running.await.unwrap().unwrap();
+        let stopped = db
+            .operation(&Scope::All, operation.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (stopped.status, stopped.phase, stopped.lease.clone()),
+            (UpgradeStatus::InProgress, UpgradePhase::Uploading, None),
+            "stopped before the flash with its lease given back, backend: {}",
+            test_db.backend()
+        );
+
+        let upgrader = Arc::new(ScriptedUpgrader::default());
+        engine(db, &upgrader, "engine-restarted")
+            .run_until_idle()
+            .await
+            .unwrap();
+        let finished = db
+            .operation(&Scope::All, operation.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(finished.status, UpgradeStatus::Success);
+        assert_eq!(
+            (slow.upgrades_of(finished.device_id), upgrader.upgrades_of(finished.device_id)),
+            (1, 1),
+            "started over once by the next engine"
+        );
+    }
+}
