@@ -514,6 +514,18 @@ impl Config {
             })
     }
 
+    /// The API's configuration.
+    pub fn api_config(&self) -> flashfleet_api::ApiConfig {
+        flashfleet_api::ApiConfig {
+            base_url: self.api.base_url.clone(),
+            default_page_size: u64::from(self.api.default_page_size),
+            max_page_size: u64::from(self.api.max_page_size),
+            throttle: self.api.throttle.to_api(),
+            max_file_size: self.max_file_size(),
+            ..flashfleet_api::ApiConfig::default()
+        }
+    }
+
     /// The upload size limit in bytes; `None` when unlimited.
     pub fn max_file_size(&self) -> Option<u64> {
         self.upload.max_file_size.bytes()

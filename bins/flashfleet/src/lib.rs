@@ -19,5 +19,7 @@ pub mod commands;
 pub mod config;
 pub mod database;
 pub mod logging;
+pub mod metrics;
 pub mod progress;
 pub mod secret_key;
+pub mod stack;

@@ -9,8 +9,9 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use flashfleet_server::commands::{
-    createsuperuser, devices, image, image_types, migrate, show_config, token,
+    createsuperuser, devices, image, image_types, migrate, serve, show_config, token,
 };
+use flashfleet_server::stack::Stack;
 use flashfleet_server::config::{Config, LoadedConfig};
 use flashfleet_server::{database, logging};
 
@@ -28,6 +29,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Runs the server: the REST API and the upgrade engine, with /healthz, /readyz and
+    /// /metrics. Stops on SIGTERM or SIGINT once the upgrades in flight reached a persisted
+    /// step.
+    Serve(serve::Args),
     /// Creates the data directory, the secret key and the database, and applies pending
     /// database migrations.
     Migrate,
@@ -98,9 +103,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             token::run(&db, command, &mut stdout).await
         }),
         Command::Devices(command) => runtime()?.block_on(async {
-            let db = database::connect(config).await?;
-            devices::run(&db, command, &mut stdout).await
+            let stack = Stack::build(config).await?;
+            devices::run(&stack, command, &mut stdout).await
         }),
+        Command::Serve(args) => serve::run(config, &args, &mut std::io::stderr()),
     }
 }
 

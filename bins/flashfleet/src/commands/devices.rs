@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use flashfleet_db::Db;
+use flashfleet_engine::Engine;
 use flashfleet_models::credentials::{CredentialsSecret, SecretText};
 use flashfleet_models::repository::{
     DeviceFilter, DeviceRepository as _, DirectoryRepository as _,
@@ -26,6 +27,7 @@ use secrecy::ExposeSecret as _;
 
 use crate::commands::devices::rows::DeviceRow;
 use crate::progress::Progress;
+use crate::stack::Stack;
 
 /// The mark this command leaves in the `details` of the credentials it creates, so that a
 /// second import updates them instead of creating more (and never touches others).
@@ -77,13 +79,14 @@ enum Outcome {
 }
 
 /// Runs a `devices` subcommand.
-pub async fn run(db: &Db, command: Command, output: &mut impl Write) -> anyhow::Result<()> {
+pub async fn run(stack: &Stack, command: Command, output: &mut impl Write) -> anyhow::Result<()> {
     match command {
-        Command::Import(args) => import(db, &args, output).await,
+        Command::Import(args) => import(stack, &args, output).await,
     }
 }
 
-async fn import(db: &Db, args: &ImportArgs, output: &mut impl Write) -> anyhow::Result<()> {
+async fn import(stack: &Stack, args: &ImportArgs, output: &mut impl Write) -> anyhow::Result<()> {
+    let db = &stack.db;
     let format = match args.format {
         Some(format) => format,
         None => format_of(&args.file)?,
@@ -102,6 +105,7 @@ async fn import(db: &Db, args: &ImportArgs, output: &mut impl Write) -> anyhow::
         .unwrap_or_default();
     let mut importer = Importer {
         db,
+        engine: &stack.engine,
         default_organization: args.organization.clone(),
         create_organizations: args.create_organizations,
         base_directory,
@@ -170,6 +174,8 @@ fn format_of(file: &Path) -> anyhow::Result<Format> {
 /// Imports rows one by one, remembering the organizations and devices it has seen.
 struct Importer<'a> {
     db: &'a Db,
+    /// For its device hook: which image each device runs, from its OS identifier.
+    engine: &'a Engine,
     default_organization: Option<String>,
     create_organizations: bool,
     base_directory: PathBuf,
@@ -219,6 +225,13 @@ impl Importer<'_> {
             (Outcome::Unchanged, Outcome::Unchanged) => Outcome::Unchanged,
             _ => Outcome::Updated,
         };
+        if outcome != Outcome::Unchanged && !device.os.is_empty() && !device.model.is_empty() {
+            // Upstream records which image a registered device runs from its OS identifier
+            // (the `device_registered` hook); a failure leaves the device imported.
+            if let Err(error) = self.engine.device_registered(device.id).await {
+                tracing::warn!(device = %device.id, %error, "could not record which image the device runs");
+            }
+        }
         Ok((outcome, device, organization.slug))
     }
 

@@ -1,9 +1,10 @@
 //! Where firmware files are kept.
 //!
-//! `StorageConfig` mirrors `flashfleet_storage::StorageConfig` (the crate is being written at
-//! the same time): same variants, same fields, same serde shape. Once it lands, this enum is
-//! replaced by a re-export of that one; [`serialize_redacted`] keeps working as long as the
-//! variants and fields stay the same.
+//! `StorageConfig` is the `[storage]` section as the configuration file and the environment
+//! spell it: the same variants, fields and serde shape as `flashfleet_storage::StorageConfig`,
+//! plus what the server needs of a section (a JSON schema for `FLASHFLEET_STORAGE__*`
+//! variables and the documented defaults, and a redacted rendering).
+//! [`StorageConfig::to_library`] turns it into the storage crate's configuration.
 
 use std::path::PathBuf;
 
@@ -47,6 +48,35 @@ pub enum StorageConfig {
     },
     /// Files in memory, lost at exit (for tests).
     Memory,
+}
+
+impl StorageConfig {
+    /// The storage crate's configuration of this section.
+    pub fn to_library(&self) -> flashfleet_storage::StorageConfig {
+        match self.clone() {
+            StorageConfig::Local { path } => flashfleet_storage::StorageConfig::Local { path },
+            StorageConfig::S3 {
+                bucket,
+                prefix,
+                endpoint,
+                region,
+                access_key_id,
+                secret_access_key,
+                allow_http,
+                virtual_hosted_style,
+            } => flashfleet_storage::StorageConfig::S3 {
+                bucket,
+                prefix,
+                endpoint,
+                region,
+                access_key_id,
+                secret_access_key,
+                allow_http,
+                virtual_hosted_style,
+            },
+            StorageConfig::Memory => flashfleet_storage::StorageConfig::Memory,
+        }
+    }
 }
 
 fn default_region() -> String {

@@ -245,6 +245,22 @@ impl ThrottlePeriod {
 }
 
 impl Throttle {
+    /// The API's rate, `None` when disabled.
+    pub fn to_api(&self) -> Option<flashfleet_api::Throttle> {
+        match self {
+            Throttle::Disabled => None,
+            Throttle::Rate { requests, period } => Some(flashfleet_api::Throttle {
+                requests: std::num::NonZeroU32::new(*requests)?,
+                per: std::time::Duration::from_secs(match period {
+                    ThrottlePeriod::Second => 1,
+                    ThrottlePeriod::Minute => 60,
+                    ThrottlePeriod::Hour => 3600,
+                    ThrottlePeriod::Day => 86_400,
+                }),
+            }),
+        }
+    }
+
     /// Upstream's default, 1000 requests per minute.
     pub const DEFAULT: Throttle = Throttle::Rate {
         requests: 1000,
