@@ -11,8 +11,8 @@ use clap::{Parser, Subcommand};
 use flashfleet_server::commands::{
     createsuperuser, devices, image, image_types, migrate, serve, show_config, token,
 };
-use flashfleet_server::stack::Stack;
 use flashfleet_server::config::{Config, LoadedConfig};
+use flashfleet_server::stack::Stack;
 use flashfleet_server::{database, logging};
 
 /// Firmware upgrades for fleets of OpenWrt routers over SSH.

@@ -30,9 +30,11 @@ impl Stack {
     /// builds the engine with the configured upgraders.
     pub async fn build(config: &Config) -> anyhow::Result<Stack> {
         let db = database::connect(config).await?;
-        let store =
-            FirmwareStore::from_config(&config.storage_config().to_library(), config.max_file_size())
-                .context("could not open the firmware storage")?;
+        let store = FirmwareStore::from_config(
+            &config.storage_config().to_library(),
+            config.max_file_size(),
+        )
+        .context("could not open the firmware storage")?;
         let image_map = Arc::new(config.image_map()?);
         let engine = Engine::new(
             Arc::new(db.clone()),

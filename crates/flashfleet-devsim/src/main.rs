@@ -44,6 +44,10 @@ struct Arguments {
     /// Where to write the client private key (default: a new directory in the temp dir).
     #[arg(long)]
     key_file: Option<PathBuf>,
+    /// Also write the fleet as a device list for `flashfleet devices import` (CSV: id, name,
+    /// mac_address, address, port, model, board_name, os, username, password).
+    #[arg(long, value_name = "FILE")]
+    devices_csv: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -87,6 +91,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
     .await?;
     let elapsed = started.elapsed();
 
+    if let Some(path) = &arguments.devices_csv {
+        write_devices_csv(path, &fleet, &arguments)?;
+    }
     let mut stdout = std::io::stdout().lock();
     writeln!(
         stdout,
@@ -127,5 +134,37 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
     tokio::signal::ctrl_c().await?;
     fleet.shutdown().await;
+    Ok(())
+}
+
+/// The fleet as `flashfleet devices import` reads it: one row per device, with the id its
+/// configuration reports, a locally administered MAC address and the fleet's password.
+fn write_devices_csv(
+    path: &std::path::Path,
+    fleet: &Fleet,
+    arguments: &Arguments,
+) -> Result<(), Box<dyn Error>> {
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(
+        file,
+        "id,name,mac_address,address,port,model,board_name,os,username,password"
+    )?;
+    for (index, device) in fleet.devices().iter().enumerate() {
+        let address = device.address();
+        let [high, low] = u16::try_from(index).unwrap_or(u16::MAX).to_be_bytes();
+        writeln!(
+            file,
+            "{},devsim-{index},02:00:5e:00:{high:02x}:{low:02x},{},{},\"{}\",\"{}\",\"{}\",{},{}",
+            device.uuid(),
+            address.ip(),
+            address.port(),
+            arguments.model,
+            arguments.board,
+            device.release().description(),
+            fleet.credentials().username,
+            fleet.credentials().password,
+        )?;
+    }
+    file.flush()?;
     Ok(())
 }

@@ -20,7 +20,7 @@ use flashfleet_models::repository::{
     DeviceFilter, DeviceRepository as _, DirectoryRepository as _,
 };
 use flashfleet_models::{
-    ConnectionType, Credentials, Device, MacAddress, NewCredentials, NewDevice,
+    ConnectionType, Credentials, Device, DeviceId, MacAddress, NewCredentials, NewDevice,
     NewDeviceConnection, NewOrganization, Organization, PageRequest, Scope,
 };
 use secrecy::ExposeSecret as _;
@@ -37,7 +37,7 @@ const IMPORT_MARK: &str = "flashfleet_devices_import";
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Imports devices with their SSH credentials from a CSV file (with a header line) or a
-    /// JSON array of objects. Columns: name, mac_address, address (management IP or host),
+    /// JSON array of objects. Columns: id (optional UUID), name, mac_address, address (management IP or host),
     /// model, board_name, os, organization (slug), username (default root), password or
     /// key_file (a private key file, relative to the list's folder), port (default 22).
     /// A device with the same MAC address in the same organization is updated.
@@ -320,6 +320,7 @@ impl Importer<'_> {
         row: &DeviceRow,
     ) -> Result<Device, String> {
         let mut new_device = NewDevice::new(organization.id, row.name.trim(), mac_address);
+        new_device.id = row.id.map(DeviceId);
         new_device.model = text(&row.model).unwrap_or_default();
         new_device.board_name = text(&row.board_name).unwrap_or_default();
         new_device.os = text(&row.os).unwrap_or_default();

@@ -47,8 +47,11 @@ pub fn run(config: &Config, args: &Args, hints: &mut impl Write) -> anyhow::Resu
         .context("could not start the async runtime")?;
     // An actix system on a multi-threaded runtime: the engine's tasks run on every core, the
     // HTTP workers on their own threads.
-    actix_web::rt::System::with_tokio_rt(move || runtime)
-        .block_on(serve(config, args.listen.unwrap_or(config.listen), hints))
+    actix_web::rt::System::with_tokio_rt(move || runtime).block_on(serve(
+        config,
+        args.listen.unwrap_or(config.listen),
+        hints,
+    ))
 }
 
 /// What the operational endpoints need.

@@ -427,7 +427,10 @@ async fn a_stopping_engine_leaves_its_operations_at_their_last_persisted_step() 
             .unwrap();
         assert_eq!(finished.status, UpgradeStatus::Success);
         assert_eq!(
-            (slow.upgrades_of(finished.device_id), upgrader.upgrades_of(finished.device_id)),
+            (
+                slow.upgrades_of(finished.device_id),
+                upgrader.upgrades_of(finished.device_id)
+            ),
             (1, 1),
             "started over once by the next engine"
         );

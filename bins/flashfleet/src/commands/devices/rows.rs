@@ -14,6 +14,7 @@ use serde::{Deserialize, Deserializer};
 
 /// The columns a device list may have.
 pub(super) const COLUMNS: &[&str] = &[
+    "id",
     "name",
     "mac_address",
     "address",
@@ -34,6 +35,10 @@ const REQUIRED_COLUMNS: &[&str] = &["name", "mac_address"];
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct DeviceRow {
+    /// The device's id (a UUID), for a device whose configuration already names it (what
+    /// `uci get openwisp.http.uuid` prints on it); a new one is generated otherwise.
+    #[serde(default)]
+    pub(super) id: Option<uuid::Uuid>,
     /// Device name.
     pub(super) name: String,
     /// MAC address.
