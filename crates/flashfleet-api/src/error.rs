@@ -601,6 +601,11 @@ mod tests {
     fn the_body_carries_the_request_id_when_there_is_one() {
         let body = ApiError::no_match("Build").body(Some("abc"));
         assert_eq!(body["request_id"], "abc");
-        assert!(ApiError::no_match("Build").body(None).get("request_id").is_none());
+        assert!(
+            ApiError::no_match("Build")
+                .body(None)
+                .get("request_id")
+                .is_none()
+        );
     }
 }
