@@ -10,7 +10,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use flashfleet_models::{
     ConnectionType, Credentials, CredentialsId, Details, Device, DeviceConnection,
-    DeviceConnectionId, DeviceId, NewDeviceConnection, Page,
+    DeviceConnectionId, DeviceId, NewDeviceConnection,
 };
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -112,16 +112,9 @@ pub async fn list(
     let pagination = Pagination::from_request(&request, &state)?;
     let device = visible_device(&state, &caller.read_scope(), DeviceId(*id)).await?;
     let connections = state.repository().connections(device.id).await?;
-    let slice = pagination.request();
-    let page = Page {
-        count: u64::try_from(connections.len()).unwrap_or(u64::MAX),
-        items: connections
-            .into_iter()
-            .skip(usize::try_from(slice.offset).unwrap_or(usize::MAX))
-            .take(usize::try_from(slice.limit).unwrap_or(usize::MAX))
-            .map(|(connection, _)| ConnectionJson::from(connection))
-            .collect(),
-    };
+    let page = pagination
+        .page_of(connections)
+        .map(|(connection, _)| ConnectionJson::from(connection));
     pagination.respond(&request, &state, page)
 }
 

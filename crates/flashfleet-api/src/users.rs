@@ -249,22 +249,14 @@ pub async fn list(
     let repository = state.repository();
     let page = match user_scope(&caller) {
         Some(scope) => repository.list_users(&scope, pagination.request()).await?,
-        None => {
-            // Someone who manages nothing sees only themselves.
-            let me: Vec<User> = repository
+        // Someone who manages nothing sees only themselves.
+        None => pagination.page_of(
+            repository
                 .user(caller.actor.user_id)
                 .await?
                 .into_iter()
-                .collect();
-            let slice = pagination.request();
-            Page {
-                count: u64::try_from(me.len()).unwrap_or(u64::MAX),
-                items: me
-                    .into_iter()
-                    .skip(usize::try_from(slice.offset).unwrap_or(usize::MAX))
-                    .collect(),
-            }
-        }
+                .collect(),
+        ),
     };
     let mut items = Vec::with_capacity(page.items.len());
     for user in page.items {

@@ -64,15 +64,8 @@ async fn a_manager_attaches_changes_and_detaches_credentials() {
             )
             .await;
         assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
-        let keys: Vec<&str> = created
-            .body
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
         assert_eq!(
-            keys,
+            created.keys(),
             [
                 "id",
                 "credentials",

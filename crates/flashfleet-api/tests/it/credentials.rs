@@ -4,7 +4,7 @@
 use actix_web::http::{Method, StatusCode};
 use flashfleet_models::repository::DeviceRepository;
 use flashfleet_models::{CredentialsId, Scope};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::{Reply, TestApi, apis};
 
@@ -12,6 +12,11 @@ const CREDENTIALS: &str = "/api/v1/controller/credential/";
 const PASSWORD: &str = "correct-horse-battery-staple-7731";
 const NEW_PASSWORD: &str = "second-secret-password-4410";
 const KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAAsecretkeymaterial9921\n-----END OPENSSH PRIVATE KEY-----\n";
+
+/// A credentials body with the `openwrt-ssh` connector.
+fn body(name: &str, organization: Value, params: Value) -> Value {
+    json!({"connector": "openwrt-ssh", "name": name, "organization": organization, "params": params})
+}
 
 fn assert_no_secret(reply: &Reply) {
     let text = String::from_utf8_lossy(&reply.bytes);
@@ -46,15 +51,8 @@ async fn secrets_are_stored_and_never_returned_in_any_response() {
             )
             .await;
         assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
-        let keys: Vec<&str> = created
-            .body
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
         assert_eq!(
-            keys,
+            created.keys(),
             [
                 "id",
                 "connector",
@@ -125,8 +123,11 @@ async fn secrets_are_stored_and_never_returned_in_any_response() {
             api.post(
                 CREDENTIALS,
                 &tenant.manager,
-                json!({"connector": "openwrt-ssh", "name": "", "organization": organization,
-                    "params": {"username": "", "password": PASSWORD, "port": 0}}),
+                body(
+                    "",
+                    json!(organization),
+                    json!({"username": "", "password": PASSWORD, "port": 0}),
+                ),
             )
             .await,
         );
@@ -134,8 +135,11 @@ async fn secrets_are_stored_and_never_returned_in_any_response() {
             api.post(
                 CREDENTIALS,
                 &tenant.manager,
-                json!({"connector": "openwrt-ssh", "name": "x", "organization": organization,
-                    "params": {"username": "root", "password": PASSWORD, "key": KEY}}),
+                body(
+                    "x",
+                    json!(organization),
+                    json!({"username": "root", "password": PASSWORD, "key": KEY}),
+                ),
             )
             .await,
         );
@@ -143,8 +147,11 @@ async fn secrets_are_stored_and_never_returned_in_any_response() {
             api.post(
                 CREDENTIALS,
                 &tenant.manager,
-                json!({"connector": "openwrt-ssh", "name": "x", "organization": organization,
-                    "params": {"username": "root", "password": ["not", PASSWORD]}}),
+                body(
+                    "x",
+                    json!(organization),
+                    json!({"username": "root", "password": ["not", PASSWORD]}),
+                ),
             )
             .await,
         );
@@ -152,8 +159,11 @@ async fn secrets_are_stored_and_never_returned_in_any_response() {
             api.post(
                 CREDENTIALS,
                 &tenant.manager,
-                json!({"connector": "openwrt-ssh", "name": "x", "organization": organization,
-                    "params": {"username": "root", "key": "not a key but secretkeymaterial9921"}}),
+                body(
+                    "x",
+                    json!(organization),
+                    json!({"username": "root", "key": "not a key but secretkeymaterial9921"}),
+                ),
             )
             .await,
         );
@@ -161,8 +171,11 @@ async fn secrets_are_stored_and_never_returned_in_any_response() {
             api.post(
                 CREDENTIALS,
                 &tenant.manager,
-                json!({"connector": "openwrt-ssh", "name": "root", "organization": organization,
-                    "params": {"username": "root", "password": PASSWORD}}),
+                body(
+                    "root",
+                    json!(organization),
+                    json!({"username": "root", "password": PASSWORD}),
+                ),
             )
             .await,
         );
@@ -219,8 +232,11 @@ async fn invalid_parameters_are_reported_on_params() {
             .post(
                 CREDENTIALS,
                 &tenant.manager,
-                json!({"connector": "openwrt-ssh", "name": "x", "organization": organization,
-                    "params": {"username": "root", "password": PASSWORD, "key": KEY}}),
+                body(
+                    "x",
+                    json!(organization),
+                    json!({"username": "root", "password": PASSWORD, "key": KEY}),
+                ),
             )
             .await;
         assert_eq!(
@@ -231,8 +247,7 @@ async fn invalid_parameters_are_reported_on_params() {
             .post(
                 CREDENTIALS,
                 &tenant.manager,
-                json!({"connector": "openwrt-ssh", "name": "x", "organization": organization,
-                    "params": {"port": 70000}}),
+                body("x", json!(organization), json!({"port": 70000})),
             )
             .await;
         assert_eq!(
@@ -247,8 +262,11 @@ async fn invalid_parameters_are_reported_on_params() {
             .post(
                 CREDENTIALS,
                 &tenant.manager,
-                json!({"connector": "openwrt-ssh", "name": "x", "organization": organization,
-                    "params": {"username": "root", "password": PASSWORD, "port": 0}}),
+                body(
+                    "x",
+                    json!(organization),
+                    json!({"username": "root", "password": PASSWORD, "port": 0}),
+                ),
             )
             .await;
         assert_eq!(
@@ -259,8 +277,11 @@ async fn invalid_parameters_are_reported_on_params() {
             .post(
                 CREDENTIALS,
                 &tenant.manager,
-                json!({"connector": "openwrt-ssh", "name": "x", "organization": organization,
-                    "params": {"username": "root", "key": "nope"}}),
+                body(
+                    "x",
+                    json!(organization),
+                    json!({"username": "root", "key": "nope"}),
+                ),
             )
             .await;
         assert_eq!(
@@ -271,8 +292,11 @@ async fn invalid_parameters_are_reported_on_params() {
             .post(
                 CREDENTIALS,
                 &tenant.manager,
-                json!({"connector": "openwrt-ssh", "name": "x", "organization": organization,
-                    "params": {"username": "root", "password": PASSWORD}}),
+                body(
+                    "x",
+                    json!(organization),
+                    json!({"username": "root", "password": PASSWORD}),
+                ),
             )
             .await;
         assert_eq!(twice.status, StatusCode::CREATED);
@@ -280,8 +304,11 @@ async fn invalid_parameters_are_reported_on_params() {
             .post(
                 CREDENTIALS,
                 &tenant.manager,
-                json!({"connector": "openwrt-ssh", "name": "x", "organization": organization,
-                    "params": {"username": "root", "password": PASSWORD}}),
+                body(
+                    "x",
+                    json!(organization),
+                    json!({"username": "root", "password": PASSWORD}),
+                ),
             )
             .await;
         assert_eq!(twice.status, StatusCode::BAD_REQUEST);
@@ -342,8 +369,11 @@ async fn shared_credentials_are_read_by_everyone_and_changed_by_superusers_only(
             .post(
                 CREDENTIALS,
                 &tenant.manager,
-                json!({"connector": "openwrt-ssh", "name": "shared", "organization": null,
-                    "params": {"username": "root", "password": PASSWORD}}),
+                body(
+                    "shared",
+                    json!(null),
+                    json!({"username": "root", "password": PASSWORD}),
+                ),
             )
             .await;
         assert_eq!(refused.status, StatusCode::BAD_REQUEST);

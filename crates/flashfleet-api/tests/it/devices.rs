@@ -4,15 +4,35 @@
 use actix_web::http::{Method, StatusCode};
 use flashfleet_models::credentials::{CredentialsSecret, SecretText};
 use flashfleet_models::repository::DeviceRepository;
-use flashfleet_models::{DeviceId, NewCredentials, NewDeviceGroup, Scope};
+use flashfleet_models::{DeviceId, NewCredentials, NewDeviceGroup, Organization, Scope};
 use serde_json::{Value, json};
 
-use crate::support::{TestApi, apis};
+use crate::support::{Reply, TestApi, apis};
 
 const DEVICES: &str = "/api/v1/controller/device/";
 const COMFAST: &str = "ath79-generic-comfast_cf-e375ac-squashfs-sysupgrade.bin";
 const COMFAST_MODEL: &str = "COMFAST CF-E375AC";
 const OS: &str = "OpenWrt 23.05.3 r23809-234f1a2efa";
+
+/// Creates device `name` of `organization` (MAC `02:00:00:00:00:<last>`) with `extra` fields,
+/// as the holder of `token`; asserts it was created.
+async fn created_device(
+    api: &TestApi,
+    token: &str,
+    organization: &Organization,
+    name: &str,
+    last: u8,
+    extra: Value,
+) -> Reply {
+    let mut body = json!({"name": name, "organization": organization.id.to_string(),
+        "mac_address": format!("02:00:00:00:00:{last:02x}")});
+    if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
+        body.extend(extra);
+    }
+    let created = api.post(DEVICES, token, body).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    created
+}
 
 fn device_path(id: &str) -> String {
     format!("{DEVICES}{id}/")
@@ -46,15 +66,8 @@ async fn a_manager_creates_lists_changes_and_deletes_devices_of_its_organization
             )
             .await;
         assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
-        let keys: Vec<&str> = created
-            .body
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
         assert_eq!(
-            keys,
+            created.keys(),
             [
                 "id",
                 "name",
@@ -302,14 +315,15 @@ async fn another_organizations_device_is_not_found_and_members_cannot_change_dev
     for api in apis().await {
         let tenant = api.tenant("acme").await;
         let other = api.tenant("umbrella").await;
-        let created = api
-            .post(
-                DEVICES,
-                &other.manager,
-                json!({"name": "ap", "organization": other.organization.id.to_string(),
-                    "mac_address": "00:11:22:33:44:55"}),
-            )
-            .await;
+        let created = created_device(
+            &api,
+            &other.manager,
+            &other.organization,
+            "ap",
+            1,
+            json!({}),
+        )
+        .await;
         let path = device_path(created.get("id").as_str().unwrap());
         for (method, body) in [
             (Method::GET, None),
@@ -355,14 +369,15 @@ async fn registering_a_device_records_the_image_it_runs() {
         let image = api
             .build_with_image(&tenant.organization, OS, COMFAST)
             .await;
-        let created = api
-            .post(
-                DEVICES,
-                &tenant.manager,
-                json!({"name": "ap", "organization": tenant.organization.id.to_string(),
-                    "mac_address": "00:11:22:33:44:55"}),
-            )
-            .await;
+        let created = created_device(
+            &api,
+            &tenant.manager,
+            &tenant.organization,
+            "ap",
+            1,
+            json!({}),
+        )
+        .await;
         let id = created.get("id").as_str().unwrap().to_owned();
         let unknown = api
             .get(
@@ -417,26 +432,27 @@ async fn creating_or_changing_a_device_with_model_and_os_runs_the_hook() {
         let image = api
             .build_with_image(&tenant.organization, OS, COMFAST)
             .await;
-        let created = api
-            .post(
-                DEVICES,
-                &tenant.manager,
-                json!({"name": "ap-1", "organization": tenant.organization.id.to_string(),
-                    "mac_address": "00:11:22:33:44:55", "model": COMFAST_MODEL, "os": OS}),
-            )
-            .await;
-        assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+        let created = created_device(
+            &api,
+            &tenant.manager,
+            &tenant.organization,
+            "ap-1",
+            1,
+            json!({"model": COMFAST_MODEL, "os": OS}),
+        )
+        .await;
         let record = firmware_of(&api, created.get("id").as_str().unwrap()).await;
         assert_eq!(record["image"], image.id.to_string().as_str());
 
-        let other = api
-            .post(
-                DEVICES,
-                &tenant.manager,
-                json!({"name": "ap-2", "organization": tenant.organization.id.to_string(),
-                    "mac_address": "00:11:22:33:44:56", "model": COMFAST_MODEL, "os": "OpenWrt 22.03"}),
-            )
-            .await;
+        let other = created_device(
+            &api,
+            &tenant.manager,
+            &tenant.organization,
+            "ap-2",
+            2,
+            json!({"model": COMFAST_MODEL, "os": "OpenWrt 22.03"}),
+        )
+        .await;
         let id = other.get("id").as_str().unwrap().to_owned();
         assert_eq!(
             api.get(
@@ -461,14 +477,15 @@ async fn creating_or_changing_a_device_with_model_and_os_runs_the_hook() {
 async fn a_deactivated_device_is_read_only_until_activated() {
     for api in apis().await {
         let tenant = api.tenant("acme").await;
-        let created = api
-            .post(
-                DEVICES,
-                &tenant.manager,
-                json!({"name": "ap", "organization": tenant.organization.id.to_string(),
-                    "mac_address": "00:11:22:33:44:55"}),
-            )
-            .await;
+        let created = created_device(
+            &api,
+            &tenant.manager,
+            &tenant.organization,
+            "ap",
+            1,
+            json!({}),
+        )
+        .await;
         let path = device_path(created.get("id").as_str().unwrap());
         let deactivated = api
             .post(&format!("{path}deactivate/"), &tenant.manager, json!({}))
@@ -546,14 +563,15 @@ async fn a_new_device_gets_the_auto_add_credentials_of_its_organization_and_shar
                     .unwrap(),
             );
         }
-        let created = api
-            .post(
-                DEVICES,
-                &tenant.manager,
-                json!({"name": "ap", "organization": tenant.organization.id.to_string(),
-                    "mac_address": "00:11:22:33:44:55"}),
-            )
-            .await;
+        let created = created_device(
+            &api,
+            &tenant.manager,
+            &tenant.organization,
+            "ap",
+            1,
+            json!({}),
+        )
+        .await;
         let id: uuid::Uuid = created.get("id").as_str().unwrap().parse().unwrap();
         assert!(
             api.db()

@@ -19,15 +19,8 @@ async fn superusers_create_and_delete_organizations_with_upstreams_fields() {
             )
             .await;
         assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
-        let keys: Vec<&str> = created
-            .body
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
         assert_eq!(
-            keys,
+            created.keys(),
             [
                 "id",
                 "name",

@@ -32,6 +32,14 @@ impl Reply {
     pub(crate) fn get(&self, key: &str) -> &Value {
         &self.body[key]
     }
+
+    /// The keys of the body (an object), in the order the server wrote them.
+    pub(crate) fn keys(&self) -> Vec<&str> {
+        self.body
+            .as_object()
+            .map(|object| object.keys().map(String::as_str).collect())
+            .unwrap_or_default()
+    }
 }
 
 /// An organization with an owner, a manager and a member, each with a token.

@@ -135,15 +135,8 @@ async fn a_superuser_creates_users_with_roles_and_a_hashed_password() {
             )
             .await;
         assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
-        let keys: Vec<&str> = created
-            .body
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
         assert_eq!(
-            keys,
+            created.keys(),
             [
                 "id",
                 "username",
