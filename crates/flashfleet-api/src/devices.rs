@@ -35,6 +35,9 @@ use crate::timestamp::Timestamp;
 /// The 403 of a change to a deactivated device.
 pub const DEACTIVATED_DEVICE_CHANGE: &str = "Changes are not allowed for deactivated devices.";
 
+/// The 409 of deleting a device whose upgrade has not finished.
+pub const UPGRADE_IN_PROGRESS: &str = "The device has an upgrade in progress: cancel it, or wait for it to end, before deleting the device.";
+
 /// The most characters of a management address accepted (a host name: 253).
 const MANAGEMENT_IP_MAX_LENGTH: usize = 253;
 /// The most characters of a MAC address as written (`0011.2233.4455` to `00:11:22:33:44:55`).
@@ -280,11 +283,13 @@ pub async fn update(
     save_device(&state, &device, changed).await
 }
 
-/// Deletes a device with its connections, firmware record and upgrade operations.
+/// Deletes a device with its connections, firmware record and finished upgrade operations;
+/// refused (409) while it has an unfinished upgrade, as upstream's admin refuses it.
 #[utoipa::path(
     delete, path = "/api/v1/controller/device/{id}/", tag = "controller",
     params(("id" = Uuid, Path)),
-    responses((status = 204), (status = 403, body = crate::openapi::Problem), (status = 404, body = crate::openapi::Problem)),
+    responses((status = 204), (status = 403, body = crate::openapi::Problem), (status = 404, body = crate::openapi::Problem),
+        (status = 409, body = crate::openapi::Problem)),
     security(("bearer" = []))
 )]
 pub async fn delete(
@@ -294,6 +299,16 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let device = visible_device(&state, &caller.read_scope(), DeviceId(*id)).await?;
     caller.require_change(Some(device.organization_id))?;
+    if state
+        .repository()
+        .unfinished_operation(device.id)
+        .await?
+        .is_some()
+    {
+        return Err(ApiError::Conflict {
+            detail: UPGRADE_IN_PROGRESS.to_owned(),
+        });
+    }
     if !state.repository().delete_device(device.id).await? {
         return Err(ApiError::not_found("device not found"));
     }

@@ -227,7 +227,7 @@ pub async fn obtain_token(
     let token = NewApiToken::generate(user.id, TOKEN_NAME)
         .map_err(|error| ApiError::internal("making a token", error))?;
     state.repository().insert_token(&token.token).await?;
-    tracing::info!(user = %user.username, token = %token.token.prefix, "made a token");
+    tracing::info!(user = %user.username, token = %token.token.id, "made a token");
     Ok(HttpResponse::Ok().json(TokenJson {
         token: token.secret.expose().to_owned(),
     }))

@@ -7,7 +7,7 @@ use flashfleet_models::repository::DeviceRepository;
 use flashfleet_models::{DeviceId, NewCredentials, NewDeviceGroup, Organization, Scope};
 use serde_json::{Value, json};
 
-use crate::support::{Reply, TestApi, apis};
+use crate::support::{Reply, TestApi, apis, connected_device};
 
 const DEVICES: &str = "/api/v1/controller/device/";
 const COMFAST: &str = "ath79-generic-comfast_cf-e375ac-squashfs-sysupgrade.bin";
@@ -590,5 +590,44 @@ async fn a_new_device_gets_the_auto_add_credentials_of_its_organization_and_shar
             .collect();
         attached.sort();
         assert_eq!(attached, ["own auto", "shared auto"], "{}", api.backend());
+    }
+}
+
+#[actix_web::test]
+async fn a_device_with_an_unfinished_upgrade_is_not_deleted() {
+    for api in apis().await {
+        let tenant = api.tenant("acme").await;
+        let image = api
+            .build_with_image(&tenant.organization, OS, COMFAST)
+            .await;
+        let device = connected_device(api.db(), &tenant.organization, "ap", COMFAST_MODEL).await;
+        let assigned = api
+            .put(
+                &format!("/api/v1/firmware-upgrader/device/{}/firmware/", device.id),
+                &tenant.manager,
+                json!({"image": image.id.to_string()}),
+            )
+            .await;
+        assert_eq!(assigned.status, StatusCode::CREATED, "{:?}", assigned.body);
+        let operation = assigned.body["upgrade_operation"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let path = device_path(&device.id.to_string());
+        let refused = api.delete(&path, &tenant.manager).await;
+        assert_eq!(refused.status, StatusCode::CONFLICT);
+        assert_eq!(refused.get("code"), "conflict");
+        let cancelled = api
+            .post(
+                &format!("/api/v1/firmware-upgrader/upgrade-operation/{operation}/cancel/"),
+                &tenant.manager,
+                json!({}),
+            )
+            .await;
+        assert_eq!(cancelled.status, StatusCode::OK, "{:?}", cancelled.body);
+        assert_eq!(
+            api.delete(&path, &tenant.manager).await.status,
+            StatusCode::NO_CONTENT
+        );
     }
 }
