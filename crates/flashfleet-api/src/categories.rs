@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::input::Input;
-use crate::organizations::writable_organization;
+use crate::organizations::owning_organization;
 use crate::pagination::{Paginated, Pagination};
 use crate::state::ApiState;
 use crate::timestamp::Timestamp;
@@ -240,21 +240,11 @@ async fn category_organization(
     caller: &Caller,
     input: &mut Input,
 ) -> Result<Option<OrganizationId>, ApiError> {
-    match input.nullable_id::<OrganizationId>("organization") {
-        Some(Some(organization_id)) => {
-            Ok(
-                writable_organization(state, caller, input, "organization", organization_id)
-                    .await?,
-            )
-        }
-        None | Some(None) => {
-            if !caller.actor.is_superuser && !input.has_error("organization") {
-                input.error(
-                    "organization",
-                    "Only superusers can create or edit shared categories",
-                );
-            }
-            Ok(None)
-        }
-    }
+    owning_organization(
+        state,
+        caller,
+        input,
+        "Only superusers can create or edit shared categories",
+    )
+    .await
 }

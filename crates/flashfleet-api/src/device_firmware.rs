@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::devices::visible_device;
+use crate::devices::{visible_device, writable_device};
 use crate::error::ApiError;
 use crate::input::Input;
 use crate::state::ApiState;
@@ -119,7 +119,7 @@ pub async fn update(
     id: web::Path<Uuid>,
     mut input: Input,
 ) -> Result<HttpResponse, ApiError> {
-    let device = writable_device(&state, &caller, DeviceId(*id)).await?;
+    let device = writable_device(&state, &caller, DeviceId(*id), DEACTIVATED_DEVICE).await?;
     let current = state.repository().device_firmware(device.id).await?;
     if current.is_none() && input.is_partial() {
         return Err(ApiError::no_match("DeviceFirmware"));
@@ -169,25 +169,10 @@ pub async fn delete(
     caller: Caller,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    let device = writable_device(&state, &caller, DeviceId(*id)).await?;
+    let device = writable_device(&state, &caller, DeviceId(*id), DEACTIVATED_DEVICE).await?;
     existing_record(&state, &device).await?;
     state.repository().delete_device_firmware(device.id).await?;
     Ok(HttpResponse::NoContent().finish())
-}
-
-/// A device the caller may change firmware of: visible (else 404), of an organization the
-/// caller manages (else 403), not deactivated (else upstream's 403).
-async fn writable_device(
-    state: &ApiState,
-    caller: &Caller,
-    id: DeviceId,
-) -> Result<Device, ApiError> {
-    let device = visible_device(state, &caller.read_scope(), id).await?;
-    caller.require_change(Some(device.organization_id))?;
-    if device.is_deactivated {
-        return Err(ApiError::permission_denied(DEACTIVATED_DEVICE));
-    }
-    Ok(device)
 }
 
 async fn existing_record(state: &ApiState, device: &Device) -> Result<DeviceFirmware, ApiError> {

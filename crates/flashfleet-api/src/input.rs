@@ -27,11 +27,24 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const REQUIRED: &str = "This field is required.";
 
 /// The fields of a request body, and the errors found while reading them.
-#[derive(Debug, Default)]
+///
+/// `Debug` shows the names of the fields, never their values: bodies carry passwords and keys.
+#[derive(Default)]
 pub struct Input {
     fields: Map<String, Value>,
     errors: ValidationErrors,
     partial: bool,
+}
+
+impl std::fmt::Debug for Input {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Input")
+            .field("fields", &self.fields.keys().collect::<Vec<_>>())
+            .field("errors", &self.errors)
+            .field("partial", &self.partial)
+            .finish()
+    }
 }
 
 impl Input {
@@ -528,6 +541,14 @@ mod tests {
             Err(ApiError::UnsupportedMediaType { .. })
         ));
         assert!(parse_body("application/json", b"").unwrap().is_empty());
+    }
+
+    #[test]
+    fn debug_output_names_the_fields_without_their_values() {
+        let body = input(json!({"username": "root", "password": "hunter2"}), false);
+        let debug = format!("{body:?}");
+        assert!(debug.contains("password"), "{debug}");
+        assert!(!debug.contains("hunter2"), "{debug}");
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub mod batches;
 pub mod builds;
 pub mod categories;
 mod config;
+pub mod connections;
+pub mod credentials;
 pub mod device_firmware;
 pub mod devices;
 mod error;
@@ -48,6 +50,7 @@ mod state;
 mod throttle;
 pub mod timestamp;
 pub mod upgrades;
+pub mod users;
 
 pub use crate::auth::{AuthError, AuthRequest, Authenticator, Caller, TokenAuthenticator};
 pub use crate::config::{ApiConfig, Throttle};

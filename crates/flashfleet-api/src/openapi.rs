@@ -10,7 +10,8 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::{
-    batches, builds, categories, device_firmware, images, live, operations, pagination, upgrades,
+    batches, builds, categories, connections, credentials, device_firmware, devices, images, live,
+    operations, organizations, pagination, upgrades, users,
 };
 
 /// An error body (`application/problem+json`, RFC 9457), see the crate's `error` module.
@@ -57,12 +58,21 @@ pub struct Problem {
         operations::list, operations::get, operations::cancel, operations::list_for_device,
         device_firmware::get, device_firmware::update, device_firmware::delete,
         live::operation_events, live::batch_events, live::device_events,
+        devices::list, devices::create, devices::get, devices::update, devices::delete,
+        devices::register, devices::deactivate, devices::activate,
+        connections::list, connections::create, connections::get, connections::update, connections::delete,
+        credentials::list, credentials::create, credentials::get, credentials::update, credentials::delete,
+        users::obtain_token,
+        organizations::list, organizations::create, organizations::get, organizations::update, organizations::delete,
+        users::list, users::create, users::get, users::update, users::delete,
     ),
     components(schemas(Problem, pagination::Paginated<categories::CategoryJson>)),
     modifiers(&BearerAuth),
     tags(
         (name = "firmware-upgrader", description = "openwisp-firmware-upgrader's API"),
         (name = "live", description = "Live progress as Server-Sent Events"),
+        (name = "controller", description = "openwisp-controller's devices, device connections and credentials"),
+        (name = "users", description = "openwisp-users' tokens, organizations and users"),
     )
 )]
 pub struct ApiDoc;

@@ -70,6 +70,19 @@ impl Pagination {
         PageRequest::page(self.page, self.page_size)
     }
 
+    /// This page of `items`, a whole list already in memory (a device's connections).
+    pub fn page_of<T>(&self, items: Vec<T>) -> Page<T> {
+        let slice = self.request();
+        Page {
+            count: u64::try_from(items.len()).unwrap_or(u64::MAX),
+            items: items
+                .into_iter()
+                .skip(usize::try_from(slice.offset).unwrap_or(usize::MAX))
+                .take(usize::try_from(slice.limit).unwrap_or(usize::MAX))
+                .collect(),
+        }
+    }
+
     /// The response for `page` of the list: 404 "Invalid page." past the last page (except the
     /// first page of an empty list, which is an empty page).
     pub fn respond<T: Serialize>(

@@ -6,12 +6,16 @@
 
 use actix_web::http::Method;
 use actix_web::http::header::{ALLOW, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse, Resource, ResponseError, Route, guard, web};
+use actix_web::{
+    FromRequest, Handler, HttpRequest, HttpResponse, Resource, Responder, ResponseError, Route,
+    guard, web,
+};
 
 use crate::error::ApiError;
 use crate::input::MAX_BODY_BYTES;
 use crate::{
-    batches, builds, categories, device_firmware, images, live, openapi, operations, upgrades,
+    batches, builds, categories, connections, credentials, device_firmware, devices, images, live,
+    openapi, operations, organizations, upgrades, users,
 };
 
 /// Where upstream's firmware-upgrader API lives.
@@ -41,6 +45,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 ApiError::not_found("Not found.").into()
             }))
             .service(firmware_upgrader())
+            .service(controller())
+            .service(users())
             .service(resource("/openapi.json", &[Method::GET]).route(get().to(openapi::document)))
             .service(openapi::docs())
             .default_service(web::to(not_found)),
@@ -50,28 +56,23 @@ pub fn configure(config: &mut web::ServiceConfig) {
 fn firmware_upgrader() -> actix_web::Scope {
     use Method as M;
     web::scope("/firmware-upgrader")
-        .service(
-            resource("/build/", &[M::GET, M::POST])
-                .route(get().to(builds::list))
-                .route(web::post().to(builds::create)),
-        )
-        .service(
-            resource("/build/{id}/", &[M::GET, M::PUT, M::PATCH, M::DELETE])
-                .route(get().to(builds::get))
-                .route(web::put().to(builds::update))
-                .route(web::patch().to(builds::update))
-                .route(web::delete().to(builds::delete)),
-        )
+        .service(collection("/build/", builds::list, builds::create))
+        .service(detail(
+            "/build/{id}/",
+            builds::get,
+            builds::update,
+            builds::delete,
+        ))
         .service(
             resource("/build/{id}/upgrade/", &[M::GET, M::POST])
                 .route(get().to(upgrades::dry_run))
                 .route(web::post().to(upgrades::start)),
         )
-        .service(
-            resource("/build/{build}/image/", &[M::GET, M::POST])
-                .route(get().to(images::list))
-                .route(web::post().to(images::create)),
-        )
+        .service(collection(
+            "/build/{build}/image/",
+            images::list,
+            images::create,
+        ))
         .service(
             resource("/build/{build}/image/{id}/", &[M::GET, M::DELETE])
                 .route(get().to(images::get))
@@ -81,18 +82,17 @@ fn firmware_upgrader() -> actix_web::Scope {
             resource("/build/{build}/image/{id}/download/", &[M::GET])
                 .route(get().to(images::download)),
         )
-        .service(
-            resource("/category/", &[M::GET, M::POST])
-                .route(get().to(categories::list))
-                .route(web::post().to(categories::create)),
-        )
-        .service(
-            resource("/category/{id}/", &[M::GET, M::PUT, M::PATCH, M::DELETE])
-                .route(get().to(categories::get))
-                .route(web::put().to(categories::update))
-                .route(web::patch().to(categories::update))
-                .route(web::delete().to(categories::delete)),
-        )
+        .service(collection(
+            "/category/",
+            categories::list,
+            categories::create,
+        ))
+        .service(detail(
+            "/category/{id}/",
+            categories::get,
+            categories::update,
+            categories::delete,
+        ))
         .service(resource("/batch-upgrade-operation/", &[M::GET]).route(get().to(batches::list)))
         .service(
             resource("/batch-upgrade-operation/{id}/", &[M::GET]).route(get().to(batches::get)),
@@ -119,18 +119,125 @@ fn firmware_upgrader() -> actix_web::Scope {
             resource("/device/{id}/upgrade-operation/", &[M::GET])
                 .route(get().to(operations::list_for_device)),
         )
-        .service(
-            resource(
-                "/device/{id}/firmware/",
-                &[M::GET, M::PUT, M::PATCH, M::DELETE],
-            )
-            .route(get().to(device_firmware::get))
-            .route(web::put().to(device_firmware::update))
-            .route(web::patch().to(device_firmware::update))
-            .route(web::delete().to(device_firmware::delete)),
-        )
+        .service(detail(
+            "/device/{id}/firmware/",
+            device_firmware::get,
+            device_firmware::update,
+            device_firmware::delete,
+        ))
         .service(resource("/device/{id}/events/", &[M::GET]).route(get().to(live::device_events)))
         .default_service(web::to(not_found))
+}
+
+/// openwisp-controller's devices, device connections and credentials.
+fn controller() -> actix_web::Scope {
+    use Method as M;
+    web::scope("/controller")
+        .service(collection("/device/", devices::list, devices::create))
+        .service(detail(
+            "/device/{id}/",
+            devices::get,
+            devices::update,
+            devices::delete,
+        ))
+        .service(
+            resource("/device/{id}/register/", &[M::POST]).route(web::post().to(devices::register)),
+        )
+        .service(
+            resource("/device/{id}/deactivate/", &[M::POST])
+                .route(web::post().to(devices::deactivate)),
+        )
+        .service(
+            resource("/device/{id}/activate/", &[M::POST]).route(web::post().to(devices::activate)),
+        )
+        .service(collection(
+            "/device/{id}/connection/",
+            connections::list,
+            connections::create,
+        ))
+        .service(detail(
+            "/device/{id}/connection/{connection_id}/",
+            connections::get,
+            connections::update,
+            connections::delete,
+        ))
+        .service(collection(
+            "/credential/",
+            credentials::list,
+            credentials::create,
+        ))
+        .service(detail(
+            "/credential/{id}/",
+            credentials::get,
+            credentials::update,
+            credentials::delete,
+        ))
+        .default_service(web::to(not_found))
+}
+
+/// openwisp-users' token, organizations and users.
+fn users() -> actix_web::Scope {
+    use Method as M;
+    web::scope("/users")
+        .service(resource("/token/", &[M::POST]).route(web::post().to(users::obtain_token)))
+        .service(collection(
+            "/organization/",
+            organizations::list,
+            organizations::create,
+        ))
+        .service(detail(
+            "/organization/{id}/",
+            organizations::get,
+            organizations::update,
+            organizations::delete,
+        ))
+        .service(collection("/user/", users::list, users::create))
+        .service(detail(
+            "/user/{id}/",
+            users::get,
+            users::update,
+            users::delete,
+        ))
+        .default_service(web::to(not_found))
+}
+
+/// A list resource: `GET` lists, `POST` creates.
+fn collection<L, LA, C, CA>(path: &str, list: L, create: C) -> Resource
+where
+    L: Handler<LA>,
+    LA: FromRequest + 'static,
+    L::Output: Responder + 'static,
+    C: Handler<CA>,
+    CA: FromRequest + 'static,
+    C::Output: Responder + 'static,
+{
+    resource(path, &[Method::GET, Method::POST])
+        .route(get().to(list))
+        .route(web::post().to(create))
+}
+
+/// An object resource: `GET` reads, `PUT` and `PATCH` change (one handler: the body's reader
+/// knows a `PATCH` is partial), `DELETE` deletes.
+fn detail<G, GA, U, UA, D, DA>(path: &str, read: G, update: U, delete: D) -> Resource
+where
+    G: Handler<GA>,
+    GA: FromRequest + 'static,
+    G::Output: Responder + 'static,
+    U: Handler<UA>,
+    UA: FromRequest + 'static,
+    U::Output: Responder + 'static,
+    D: Handler<DA>,
+    DA: FromRequest + 'static,
+    D::Output: Responder + 'static,
+{
+    resource(
+        path,
+        &[Method::GET, Method::PUT, Method::PATCH, Method::DELETE],
+    )
+    .route(get().to(read))
+    .route(web::put().to(update.clone()))
+    .route(web::patch().to(update))
+    .route(web::delete().to(delete))
 }
 
 /// A resource that answers methods outside `methods` with a 405 problem naming the allowed

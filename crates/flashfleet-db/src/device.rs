@@ -273,36 +273,46 @@ impl DeviceRepository for Db {
     ) -> RepoResult<DeviceConnection> {
         let row = DeviceConnectionRow::from_model(connection_model);
         Ok(with_transaction!(self, |connection| {
-            let device_organization: Option<String> = devices::table
-                .find(&row.device_id)
-                .select(devices::organization_id)
-                .first(connection)
-                .await
-                .optional()?;
-            let credentials_organization: Option<Option<String>> = credentials::table
-                .find(&row.credentials_id)
-                .select(credentials::organization_id)
-                .first(connection)
-                .await
-                .optional()?;
-            let (Some(device_organization), Some(credentials_organization)) =
-                (device_organization, credentials_organization)
-            else {
-                return Err(DbError::Domain(RepoError::MissingReference {
-                    what: "the device or the credentials".to_owned(),
-                }));
-            };
-            let credentials_organization = credentials_organization
-                .map(|id| parse_id(&id))
-                .transpose()?;
-            validate_connection(parse_id(&device_organization)?, credentials_organization)
-                .map_err(|errors| DbError::Domain(RepoError::Invalid(errors)))?;
+            check_connection_organization!(connection, &row.device_id, &row.credentials_id);
             let stored = diesel::insert_into(device_connections::table)
                 .values(&row)
                 .returning(DeviceConnectionRow::as_returning())
                 .get_result(connection)
                 .await?;
             stored.into_model()
+        })?)
+    }
+
+    async fn update_connection(
+        &self,
+        connection_model: &DeviceConnection,
+    ) -> RepoResult<Option<DeviceConnection>> {
+        let row = DeviceConnectionRow::from_model(connection_model);
+        let now = naive(time::now());
+        Ok(with_transaction!(self, |connection| {
+            // The device is the stored one: a connection never moves to another device.
+            let device_id: Option<String> = device_connections::table
+                .find(&row.id)
+                .select(device_connections::device_id)
+                .first(connection)
+                .await
+                .optional()?;
+            let Some(device_id) = device_id else {
+                return Ok(None);
+            };
+            check_connection_organization!(connection, &device_id, &row.credentials_id);
+            let stored = diesel::update(device_connections::table.find(&row.id))
+                .set((
+                    device_connections::credentials_id.eq(&row.credentials_id),
+                    device_connections::connection_type.eq(&row.connection_type),
+                    device_connections::enabled.eq(row.enabled),
+                    device_connections::details.eq(&row.details),
+                    device_connections::modified.eq(now),
+                ))
+                .returning(DeviceConnectionRow::as_returning())
+                .get_result(connection)
+                .await?;
+            stored.into_model().map(Some)
         })?)
     }
 
@@ -489,3 +499,37 @@ macro_rules! check_group_organization {
 }
 
 use check_group_organization;
+
+/// Refuses, inside a transaction, a connection of the device `$device_id` with the credentials
+/// `$credentials_id` when either is missing or the credentials belong to another organization
+/// (openwisp-controller's rule, [`validate_connection`]).
+macro_rules! check_connection_organization {
+    ($connection:expr, $device_id:expr, $credentials_id:expr) => {{
+        let device_organization: Option<String> = devices::table
+            .find($device_id)
+            .select(devices::organization_id)
+            .first(&mut *$connection)
+            .await
+            .optional()?;
+        let credentials_organization: Option<Option<String>> = credentials::table
+            .find($credentials_id)
+            .select(credentials::organization_id)
+            .first(&mut *$connection)
+            .await
+            .optional()?;
+        let (Some(device_organization), Some(credentials_organization)) =
+            (device_organization, credentials_organization)
+        else {
+            return Err(DbError::Domain(RepoError::MissingReference {
+                what: "the device or the credentials".to_owned(),
+            }));
+        };
+        let credentials_organization = credentials_organization
+            .map(|id| parse_id(&id))
+            .transpose()?;
+        validate_connection(parse_id(&device_organization)?, credentials_organization)
+            .map_err(|errors| DbError::Domain(RepoError::Invalid(errors)))?;
+    }};
+}
+
+use check_connection_organization;

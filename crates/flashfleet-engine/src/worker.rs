@@ -70,6 +70,12 @@ impl Engine {
         &self.shared
     }
 
+    /// The upgraders this engine runs, by connection type (the connection types a device
+    /// connection may use).
+    pub fn upgraders(&self) -> &UpgraderRegistry {
+        &self.shared.upgraders
+    }
+
     /// The event bus this engine publishes on.
     pub fn events(&self) -> &EventBus {
         &self.shared.events

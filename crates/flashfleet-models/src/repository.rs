@@ -276,6 +276,14 @@ pub trait DeviceRepository: Send + Sync {
         &self,
         connection: &DeviceConnection,
     ) -> RepoResult<DeviceConnection>;
+    /// Saves the fields of a connection its owner changes (credentials, connection type,
+    /// `enabled`, `details`); the device, the outcome of the last attempt and the host key stay
+    /// as stored. Refuses credentials of another organization than the device's, like
+    /// [`DeviceRepository::insert_connection`]. `None` when the connection does not exist.
+    async fn update_connection(
+        &self,
+        connection: &DeviceConnection,
+    ) -> RepoResult<Option<DeviceConnection>>;
     /// The connections of `device_id`, working ones first, then oldest first.
     async fn connections(
         &self,

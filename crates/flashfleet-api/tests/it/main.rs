@@ -5,10 +5,15 @@
 
 mod builds;
 mod categories;
+mod connections;
+mod credentials;
+mod devices;
 mod errors;
 mod images;
 mod live;
 mod mass_upgrades;
 mod openapi;
 mod operations;
+mod organizations;
 mod support;
+mod users;

@@ -26,6 +26,20 @@ async fn the_openapi_document_is_3_1_and_lists_upstreams_paths() {
         "/api/v1/firmware-upgrader/upgrade-operation/{id}/cancel/",
         "/api/v1/firmware-upgrader/device/{id}/firmware/",
         "/api/v1/firmware-upgrader/device/{id}/upgrade-operation/",
+        "/api/v1/controller/device/",
+        "/api/v1/controller/device/{id}/",
+        "/api/v1/controller/device/{id}/register/",
+        "/api/v1/controller/device/{id}/deactivate/",
+        "/api/v1/controller/device/{id}/activate/",
+        "/api/v1/controller/device/{id}/connection/",
+        "/api/v1/controller/device/{id}/connection/{connection_id}/",
+        "/api/v1/controller/credential/",
+        "/api/v1/controller/credential/{id}/",
+        "/api/v1/users/token/",
+        "/api/v1/users/organization/",
+        "/api/v1/users/organization/{id}/",
+        "/api/v1/users/user/",
+        "/api/v1/users/user/{id}/",
     ] {
         assert!(paths.contains_key(path), "{path} is documented");
     }

@@ -32,6 +32,14 @@ impl Reply {
     pub(crate) fn get(&self, key: &str) -> &Value {
         &self.body[key]
     }
+
+    /// The keys of the body (an object), in the order the server wrote them.
+    pub(crate) fn keys(&self) -> Vec<&str> {
+        self.body
+            .as_object()
+            .map(|object| object.keys().map(String::as_str).collect())
+            .unwrap_or_default()
+    }
 }
 
 /// An organization with an owner, a manager and a member, each with a token.
@@ -163,6 +171,41 @@ impl TestApi {
         self.call(Method::POST, path, Some(token), Some(body)).await
     }
 
+    /// `PATCH path` with `token` and a JSON body.
+    pub(crate) async fn patch(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call(Method::PATCH, path, Some(token), Some(body))
+            .await
+    }
+
+    /// `PUT path` with `token` and a JSON body.
+    pub(crate) async fn put(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call(Method::PUT, path, Some(token), Some(body)).await
+    }
+
+    /// `DELETE path` with `token`.
+    pub(crate) async fn delete(&self, path: &str, token: &str) -> Reply {
+        self.call(Method::DELETE, path, Some(token), None).await
+    }
+
+    /// A build of a category of `organization` whose OS identifier is `os`, with one image of
+    /// type `image_type`: what the device hook looks for.
+    pub(crate) async fn build_with_image(
+        &self,
+        organization: &Organization,
+        os: &str,
+        image_type: &str,
+    ) -> flashfleet_models::FirmwareImage {
+        let category = self.category(Some(organization), "Routers").await;
+        let mut build = flashfleet_models::NewBuild::new(category.id, "1.0");
+        build.os = Some(os.to_owned());
+        let build = self
+            .db()
+            .insert_build(&build.into_build())
+            .await
+            .expect("test setup");
+        stored_image(self.db(), build.id, image_type).await
+    }
+
     /// Sends a prepared request through the app.
     pub(crate) async fn send(&self, request: TestRequest) -> Reply {
         let app = test::init_service(
@@ -238,6 +281,21 @@ pub(crate) async fn user_with_token(db: &Db, username: &str, is_superuser: bool)
     let token = NewApiToken::generate(user.id, "test").expect("test setup");
     db.insert_token(&token.token).await.expect("test setup");
     (user, token.secret.expose().to_owned())
+}
+
+/// A user who logs in with `password` (argon2 is slow in debug builds: use sparingly).
+pub(crate) async fn user_with_password(db: &Db, username: &str, password: &str) -> User {
+    let mut user = NewUser::new(username);
+    user.password_hash = Some(flashfleet_models::PasswordHash::hash(password).expect("test setup"));
+    db.insert_user(&user.into_user()).await.expect("test setup")
+}
+
+/// The user named `username`.
+pub(crate) async fn user_named(db: &Db, username: &str) -> User {
+    db.user_by_username(username)
+        .await
+        .expect("test setup")
+        .expect("the user exists")
 }
 
 /// Every test database available here, each with its API.

@@ -806,6 +806,96 @@ async fn connection_attempts_are_recorded_and_working_connections_come_first() {
 }
 
 #[tokio::test]
+async fn updating_a_connection_changes_what_its_owner_sets_and_keeps_the_rest() {
+    for test_db in TestDb::all().await {
+        let db = test_db.db();
+        let acme = organization(db, "acme").await;
+        let umbrella = organization(db, "umbrella").await;
+        let connected = connected_device(db, acme.id, "ap-1").await;
+        db.record_connection_attempt(connected.connection.id, false, "refused")
+            .await
+            .unwrap();
+        db.record_host_key(connected.connection.id, "ssh-ed25519 AAAA")
+            .await
+            .unwrap();
+        let shared = db
+            .insert_credentials(&new_credentials(None, "shared", "pw"))
+            .await
+            .unwrap();
+
+        let mut changed = connected.connection.clone();
+        changed.credentials_id = shared.id;
+        changed.connection_type = ConnectionType::new(ConnectionType::OPENWISP1_SSH);
+        changed.enabled = false;
+        changed.details = details();
+        // Fields the owner does not set are kept as stored, whatever the caller sends.
+        changed.device_id = connected_device(db, acme.id, "ap-2").await.device.id;
+        changed.is_working = Some(true);
+        changed.host_key = None;
+        let stored = db.update_connection(&changed).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                stored.credentials_id,
+                stored.connection_type.as_str(),
+                stored.enabled,
+                &stored.details
+            ),
+            (shared.id, ConnectionType::OPENWISP1_SSH, false, &details()),
+            "backend: {}",
+            test_db.backend()
+        );
+        assert_eq!(
+            (
+                stored.device_id,
+                stored.is_working,
+                stored.failure_reason.as_str(),
+                stored.host_key.as_deref()
+            ),
+            (
+                connected.device.id,
+                Some(false),
+                "refused",
+                Some("ssh-ed25519 AAAA")
+            ),
+            "backend: {}",
+            test_db.backend()
+        );
+        assert!(
+            stored.modified > connected.connection.modified,
+            "backend: {}",
+            test_db.backend()
+        );
+        assert_eq!(
+            db.connections(connected.device.id).await.unwrap(),
+            [(stored.clone(), shared)],
+            "backend: {}",
+            test_db.backend()
+        );
+
+        let foreign = db
+            .insert_credentials(&new_credentials(Some(umbrella.id), "foreign", "pw"))
+            .await
+            .unwrap();
+        let mut refused = stored.clone();
+        refused.credentials_id = foreign.id;
+        let refused = db.update_connection(&refused).await;
+        assert!(
+            matches!(&refused, Err(RepoError::Invalid(errors)) if !errors.messages("credentials").is_empty()),
+            "backend: {}: {refused:?}",
+            test_db.backend()
+        );
+        let mut missing = stored.clone();
+        missing.id = flashfleet_models::DeviceConnectionId::new();
+        assert_eq!(
+            db.update_connection(&missing).await.unwrap(),
+            None,
+            "backend: {}",
+            test_db.backend()
+        );
+    }
+}
+
+#[tokio::test]
 async fn deleting_credentials_or_a_connection_detaches_them_from_the_device() {
     for test_db in TestDb::all().await {
         let db = test_db.db();
