@@ -3,6 +3,8 @@
 
 #![expect(clippy::unwrap_used, reason = "tests")]
 
+mod end_to_end;
 mod instances;
 mod restart;
+mod scenario;
 mod support;

@@ -183,11 +183,7 @@ impl Server {
 
     /// A client of this server's API with `token`.
     pub(crate) fn api(&self, token: &str) -> Api {
-        Api {
-            client: reqwest::Client::new(),
-            base: self.base.clone(),
-            token: token.to_owned(),
-        }
+        Api::new(&self.base, token)
     }
 }
 
@@ -208,6 +204,15 @@ pub(crate) struct Api {
 }
 
 impl Api {
+    /// A client of the API at `base` with `token`.
+    pub(crate) fn new(base: &str, token: &str) -> Api {
+        Api {
+            client: reqwest::Client::new(),
+            base: base.to_owned(),
+            token: token.to_owned(),
+        }
+    }
+
     /// `GET path`: the status and the JSON body.
     pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
         let response = self
