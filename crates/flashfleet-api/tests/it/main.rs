@@ -16,4 +16,5 @@ mod openapi;
 mod operations;
 mod organizations;
 mod support;
+mod tenancy;
 mod users;
