@@ -176,7 +176,7 @@ pub struct BatchCancelledJson {
         ("ordering" = Option<String>, Query, description = "created, modified; `-` for descending"),
         ("page" = Option<u64>, Query), ("page_size" = Option<u64>, Query),
     ),
-    responses((status = 200, body = Paginated<BatchJson>), (status = 400, body = crate::openapi::Problem)),
+    responses((status = 200, body = Paginated<BatchJson>), (status = 400, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn list(
@@ -235,7 +235,7 @@ pub async fn list(
 #[utoipa::path(
     get, path = "/api/v1/firmware-upgrader/batch-upgrade-operation/{id}/", tag = "firmware-upgrader",
     params(("id" = Uuid, Path)),
-    responses((status = 200, body = BatchDetailJson), (status = 404, body = crate::openapi::Problem)),
+    responses((status = 200, body = BatchDetailJson), (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn get(
@@ -251,8 +251,8 @@ pub async fn get(
 #[utoipa::path(
     post, path = "/api/v1/firmware-upgrader/batch-upgrade-operation/{id}/cancel/", tag = "firmware-upgrader",
     params(("id" = Uuid, Path)),
-    responses((status = 200, body = BatchCancelledJson), (status = 403, body = crate::openapi::Problem),
-        (status = 404, body = crate::openapi::Problem)),
+    responses((status = 200, body = BatchCancelledJson), (status = 403, body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn cancel(

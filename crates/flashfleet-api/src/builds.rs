@@ -106,8 +106,8 @@ pub struct BuildInput {
         ("ordering" = Option<String>, Query, description = "version, created, modified; `-` for descending"),
         ("page" = Option<u64>, Query), ("page_size" = Option<u64>, Query),
     ),
-    responses((status = 200, body = Paginated<BuildJson>), (status = 400, body = crate::openapi::Problem),
-        (status = 401, body = crate::openapi::Problem)),
+    responses((status = 200, body = Paginated<BuildJson>), (status = 400, body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn list(
@@ -137,7 +137,7 @@ pub async fn list(
 #[utoipa::path(
     post, path = "/api/v1/firmware-upgrader/build/", tag = "firmware-upgrader",
     request_body(content = BuildInput, content_type = "application/json"),
-    responses((status = 201, body = BuildJson), (status = 400, body = crate::openapi::Problem)),
+    responses((status = 201, body = BuildJson), (status = 400, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn create(
@@ -172,7 +172,7 @@ pub async fn create(
 #[utoipa::path(
     get, path = "/api/v1/firmware-upgrader/build/{id}/", tag = "firmware-upgrader",
     params(("id" = Uuid, Path)),
-    responses((status = 200, body = BuildJson), (status = 404, body = crate::openapi::Problem)),
+    responses((status = 200, body = BuildJson), (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn get(
@@ -189,8 +189,8 @@ pub async fn get(
     put, path = "/api/v1/firmware-upgrader/build/{id}/", tag = "firmware-upgrader",
     params(("id" = Uuid, Path)),
     request_body(content = BuildInput, content_type = "application/json"),
-    responses((status = 200, body = BuildJson), (status = 400, body = crate::openapi::Problem),
-        (status = 403, body = crate::openapi::Problem), (status = 404, body = crate::openapi::Problem)),
+    responses((status = 200, body = BuildJson), (status = 400, body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn update(
@@ -234,7 +234,7 @@ pub async fn update(
 #[utoipa::path(
     delete, path = "/api/v1/firmware-upgrader/build/{id}/", tag = "firmware-upgrader",
     params(("id" = Uuid, Path)),
-    responses((status = 204), (status = 403, body = crate::openapi::Problem), (status = 404, body = crate::openapi::Problem)),
+    responses((status = 204), (status = 403, body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn delete(

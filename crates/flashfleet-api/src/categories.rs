@@ -83,7 +83,7 @@ pub struct CategoryInput {
         ("ordering" = Option<String>, Query, description = "name, created, modified; `-` for descending"),
         ("page" = Option<u64>, Query), ("page_size" = Option<u64>, Query),
     ),
-    responses((status = 200, body = Paginated<CategoryJson>), (status = 401, body = crate::openapi::Problem)),
+    responses((status = 200, body = Paginated<CategoryJson>), (status = 401, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn list(
@@ -110,7 +110,7 @@ pub async fn list(
 #[utoipa::path(
     post, path = "/api/v1/firmware-upgrader/category/", tag = "firmware-upgrader",
     request_body(content = CategoryInput, content_type = "application/json"),
-    responses((status = 201, body = CategoryJson), (status = 400, body = crate::openapi::Problem)),
+    responses((status = 201, body = CategoryJson), (status = 400, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn create(
@@ -146,7 +146,7 @@ pub async fn create(
 #[utoipa::path(
     get, path = "/api/v1/firmware-upgrader/category/{id}/", tag = "firmware-upgrader",
     params(("id" = Uuid, Path)),
-    responses((status = 200, body = CategoryJson), (status = 404, body = crate::openapi::Problem)),
+    responses((status = 200, body = CategoryJson), (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn get(
@@ -163,8 +163,8 @@ pub async fn get(
     put, path = "/api/v1/firmware-upgrader/category/{id}/", tag = "firmware-upgrader",
     params(("id" = Uuid, Path)),
     request_body(content = CategoryInput, content_type = "application/json"),
-    responses((status = 200, body = CategoryJson), (status = 400, body = crate::openapi::Problem),
-        (status = 403, body = crate::openapi::Problem), (status = 404, body = crate::openapi::Problem)),
+    responses((status = 200, body = CategoryJson), (status = 400, body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn update(
@@ -201,7 +201,7 @@ pub async fn update(
 #[utoipa::path(
     delete, path = "/api/v1/firmware-upgrader/category/{id}/", tag = "firmware-upgrader",
     params(("id" = Uuid, Path)),
-    responses((status = 204), (status = 403, body = crate::openapi::Problem), (status = 404, body = crate::openapi::Problem)),
+    responses((status = 204), (status = 403, body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn delete(

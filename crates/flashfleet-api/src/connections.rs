@@ -100,7 +100,7 @@ pub struct ConnectionInput {
 #[utoipa::path(
     get, path = "/api/v1/controller/device/{id}/connection/", tag = "controller",
     params(("id" = Uuid, Path), ("page" = Option<u64>, Query), ("page_size" = Option<u64>, Query)),
-    responses((status = 200, body = Paginated<ConnectionJson>), (status = 404, body = crate::openapi::Problem)),
+    responses((status = 200, body = Paginated<ConnectionJson>), (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn list(
@@ -123,8 +123,8 @@ pub async fn list(
     post, path = "/api/v1/controller/device/{id}/connection/", tag = "controller",
     params(("id" = Uuid, Path)),
     request_body(content = ConnectionInput, content_type = "application/json"),
-    responses((status = 201, body = ConnectionJson), (status = 400, body = crate::openapi::Problem),
-        (status = 403, body = crate::openapi::Problem), (status = 404, body = crate::openapi::Problem)),
+    responses((status = 201, body = ConnectionJson), (status = 400, body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn create(
@@ -161,7 +161,7 @@ pub async fn create(
 #[utoipa::path(
     get, path = "/api/v1/controller/device/{id}/connection/{connection_id}/", tag = "controller",
     params(("id" = Uuid, Path), ("connection_id" = Uuid, Path)),
-    responses((status = 200, body = ConnectionJson), (status = 404, body = crate::openapi::Problem)),
+    responses((status = 200, body = ConnectionJson), (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn get(
@@ -180,8 +180,8 @@ pub async fn get(
     put, path = "/api/v1/controller/device/{id}/connection/{connection_id}/", tag = "controller",
     params(("id" = Uuid, Path), ("connection_id" = Uuid, Path)),
     request_body(content = ConnectionInput, content_type = "application/json"),
-    responses((status = 200, body = ConnectionJson), (status = 400, body = crate::openapi::Problem),
-        (status = 403, body = crate::openapi::Problem), (status = 404, body = crate::openapi::Problem)),
+    responses((status = 200, body = ConnectionJson), (status = 400, body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn update(
@@ -229,7 +229,7 @@ pub async fn update(
 #[utoipa::path(
     delete, path = "/api/v1/controller/device/{id}/connection/{connection_id}/", tag = "controller",
     params(("id" = Uuid, Path), ("connection_id" = Uuid, Path)),
-    responses((status = 204), (status = 403, body = crate::openapi::Problem), (status = 404, body = crate::openapi::Problem)),
+    responses((status = 204), (status = 403, body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn delete(

@@ -150,7 +150,7 @@ pub struct CredentialsInput {
 #[utoipa::path(
     get, path = "/api/v1/controller/credential/", tag = "controller",
     params(("page" = Option<u64>, Query), ("page_size" = Option<u64>, Query)),
-    responses((status = 200, body = Paginated<CredentialsJson>), (status = 401, body = crate::openapi::Problem)),
+    responses((status = 200, body = Paginated<CredentialsJson>), (status = 401, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn list(
@@ -171,7 +171,7 @@ pub async fn list(
 #[utoipa::path(
     post, path = "/api/v1/controller/credential/", tag = "controller",
     request_body(content = CredentialsInput, content_type = "application/json"),
-    responses((status = 201, body = CredentialsJson), (status = 400, body = crate::openapi::Problem)),
+    responses((status = 201, body = CredentialsJson), (status = 400, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn create(
@@ -216,7 +216,7 @@ pub async fn create(
 #[utoipa::path(
     get, path = "/api/v1/controller/credential/{id}/", tag = "controller",
     params(("id" = Uuid, Path)),
-    responses((status = 200, body = CredentialsJson), (status = 404, body = crate::openapi::Problem)),
+    responses((status = 200, body = CredentialsJson), (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn get(
@@ -234,8 +234,8 @@ pub async fn get(
     put, path = "/api/v1/controller/credential/{id}/", tag = "controller",
     params(("id" = Uuid, Path)),
     request_body(content = CredentialsInput, content_type = "application/json"),
-    responses((status = 200, body = CredentialsJson), (status = 400, body = crate::openapi::Problem),
-        (status = 403, body = crate::openapi::Problem), (status = 404, body = crate::openapi::Problem)),
+    responses((status = 200, body = CredentialsJson), (status = 400, body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn update(
@@ -286,7 +286,7 @@ pub async fn update(
 #[utoipa::path(
     delete, path = "/api/v1/controller/credential/{id}/", tag = "controller",
     params(("id" = Uuid, Path)),
-    responses((status = 204), (status = 403, body = crate::openapi::Problem), (status = 404, body = crate::openapi::Problem)),
+    responses((status = 204), (status = 403, body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn delete(

@@ -89,7 +89,7 @@ pub struct DeviceFirmwareInput {
 #[utoipa::path(
     get, path = "/api/v1/firmware-upgrader/device/{id}/firmware/", tag = "firmware-upgrader",
     params(("id" = Uuid, Path)),
-    responses((status = 200, body = DeviceFirmwareJson), (status = 404, body = crate::openapi::Problem)),
+    responses((status = 200, body = DeviceFirmwareJson), (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn get(
@@ -109,8 +109,8 @@ pub async fn get(
     params(("id" = Uuid, Path)),
     request_body(content = DeviceFirmwareInput, content_type = "application/json"),
     responses((status = 200, body = DeviceFirmwareJson), (status = 201, body = DeviceFirmwareJson),
-        (status = 400, body = crate::openapi::Problem), (status = 403, body = crate::openapi::Problem),
-        (status = 404, body = crate::openapi::Problem)),
+        (status = 400, body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn update(
@@ -161,7 +161,7 @@ pub async fn update(
 #[utoipa::path(
     delete, path = "/api/v1/firmware-upgrader/device/{id}/firmware/", tag = "firmware-upgrader",
     params(("id" = Uuid, Path)),
-    responses((status = 204), (status = 403, body = crate::openapi::Problem), (status = 404, body = crate::openapi::Problem)),
+    responses((status = 204), (status = 403, body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn delete(

@@ -152,8 +152,8 @@ pub struct RegistrationInput {
         ("os" = Option<String>, Query, description = "Only devices with exactly this OS identifier"),
         ("page" = Option<u64>, Query), ("page_size" = Option<u64>, Query),
     ),
-    responses((status = 200, body = Paginated<DeviceJson>), (status = 400, body = crate::openapi::Problem),
-        (status = 401, body = crate::openapi::Problem)),
+    responses((status = 200, body = Paginated<DeviceJson>), (status = 400, body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn list(
@@ -183,7 +183,7 @@ pub async fn list(
 #[utoipa::path(
     post, path = "/api/v1/controller/device/", tag = "controller",
     request_body(content = DeviceInput, content_type = "application/json"),
-    responses((status = 201, body = DeviceJson), (status = 400, body = crate::openapi::Problem)),
+    responses((status = 201, body = DeviceJson), (status = 400, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn create(
@@ -227,7 +227,7 @@ pub async fn create(
 #[utoipa::path(
     get, path = "/api/v1/controller/device/{id}/", tag = "controller",
     params(("id" = Uuid, Path)),
-    responses((status = 200, body = DeviceJson), (status = 404, body = crate::openapi::Problem)),
+    responses((status = 200, body = DeviceJson), (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn get(
@@ -245,8 +245,8 @@ pub async fn get(
     put, path = "/api/v1/controller/device/{id}/", tag = "controller",
     params(("id" = Uuid, Path)),
     request_body(content = DeviceInput, content_type = "application/json"),
-    responses((status = 200, body = DeviceJson), (status = 400, body = crate::openapi::Problem),
-        (status = 403, body = crate::openapi::Problem), (status = 404, body = crate::openapi::Problem)),
+    responses((status = 200, body = DeviceJson), (status = 400, body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn update(
@@ -288,8 +288,8 @@ pub async fn update(
 #[utoipa::path(
     delete, path = "/api/v1/controller/device/{id}/", tag = "controller",
     params(("id" = Uuid, Path)),
-    responses((status = 204), (status = 403, body = crate::openapi::Problem), (status = 404, body = crate::openapi::Problem),
-        (status = 409, body = crate::openapi::Problem)),
+    responses((status = 204), (status = 403, body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn delete(
@@ -321,8 +321,8 @@ pub async fn delete(
     post, path = "/api/v1/controller/device/{id}/register/", tag = "controller",
     params(("id" = Uuid, Path)),
     request_body(content = RegistrationInput, content_type = "application/json"),
-    responses((status = 200, body = DeviceJson), (status = 400, body = crate::openapi::Problem),
-        (status = 403, body = crate::openapi::Problem), (status = 404, body = crate::openapi::Problem)),
+    responses((status = 200, body = DeviceJson), (status = 400, body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn register(
@@ -351,8 +351,8 @@ pub async fn register(
 #[utoipa::path(
     post, path = "/api/v1/controller/device/{id}/deactivate/", tag = "controller",
     params(("id" = Uuid, Path)),
-    responses((status = 200, body = DeviceJson), (status = 403, body = crate::openapi::Problem),
-        (status = 404, body = crate::openapi::Problem)),
+    responses((status = 200, body = DeviceJson), (status = 403, body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn deactivate(
@@ -367,8 +367,8 @@ pub async fn deactivate(
 #[utoipa::path(
     post, path = "/api/v1/controller/device/{id}/activate/", tag = "controller",
     params(("id" = Uuid, Path)),
-    responses((status = 200, body = DeviceJson), (status = 403, body = crate::openapi::Problem),
-        (status = 404, body = crate::openapi::Problem)),
+    responses((status = 200, body = DeviceJson), (status = 403, body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn activate(

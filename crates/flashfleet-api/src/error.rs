@@ -10,8 +10,9 @@
 //! - on a validation error (400): `errors`, an object of field → list of messages, and the same
 //!   field lists at the top level, as upstream (Django REST framework) returns them
 //!   (`{"version": [...]}`, `{"non_field_errors": [...]}`, `{"__all__": [...]}`). A field named
-//!   like a member above (for example an image's `type`) keeps upstream's list: RFC 9457
-//!   consumers ignore a member whose value has the wrong type, upstream's clients read the list;
+//!   `type` (an image's type) keeps upstream's list in place of RFC 9457's `type`: RFC 9457
+//!   consumers ignore a member whose value has the wrong type, upstream's clients read the
+//!   list. A field named like another member above (a `status` filter) is only under `errors`;
 //! - whatever upstream's endpoint put in its body besides `detail` (the cancel endpoint's
 //!   `error`, for example), through [`ApiError::with_member`].
 //!
@@ -32,6 +33,18 @@ use crate::request_context;
 
 /// The media type of error bodies.
 pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// The members of every problem body, which a field of the same name does not replace (except
+/// `type`, see the module documentation).
+const RESERVED_MEMBERS: [&str; 7] = [
+    "type",
+    "title",
+    "status",
+    "detail",
+    "code",
+    "request_id",
+    "errors",
+];
 
 /// Boxed cause of an internal failure.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -250,7 +263,12 @@ impl ApiError {
                 let fields = serde_json::to_value(errors).unwrap_or_default();
                 if let Value::Object(fields) = &fields {
                     for (field, messages) in fields {
-                        body.insert(field.clone(), messages.clone());
+                        // Upstream's list replaces RFC 9457's `type` (an image's type is a
+                        // field upstream's clients read); the other members keep their
+                        // meaning, and such a field's messages are under `errors` only.
+                        if field == "type" || !RESERVED_MEMBERS.contains(&field.as_str()) {
+                            body.insert(field.clone(), messages.clone());
+                        }
                     }
                 }
                 body.insert("errors".into(), fields);
@@ -450,6 +468,14 @@ mod tests {
         assert_eq!(body["status"], 400);
         assert_eq!(body["title"], "Bad Request");
         assert!(headers.contains(&("content-type".into(), PROBLEM_JSON.into())));
+    }
+
+    #[test]
+    fn a_field_named_like_a_problem_member_does_not_replace_it() {
+        let errors = ValidationErrors::field("status", "Select a valid choice.");
+        let (_, body, _) = rendered(ApiError::Invalid(errors));
+        assert_eq!(body["status"], 400);
+        assert_eq!(body["errors"]["status"], json!(["Select a valid choice."]));
     }
 
     #[test]

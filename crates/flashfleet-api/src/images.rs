@@ -143,7 +143,7 @@ pub struct ImageUpload {
         ("type" = Option<String>, Query, description = "Only images of this type"),
         ("ordering" = Option<String>, Query, description = "type, created, modified; `-` for descending"),
         ("page" = Option<u64>, Query), ("page_size" = Option<u64>, Query)),
-    responses((status = 200, body = Paginated<ImageJson>), (status = 404, body = crate::openapi::Problem)),
+    responses((status = 200, body = Paginated<ImageJson>), (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn list(
@@ -174,9 +174,9 @@ pub async fn list(
     post, path = "/api/v1/firmware-upgrader/build/{build}/image/", tag = "firmware-upgrader",
     params(("build" = Uuid, Path)),
     request_body(content = ImageUpload, content_type = "multipart/form-data"),
-    responses((status = 201, body = ImageJson), (status = 400, body = crate::openapi::Problem),
-        (status = 403, body = crate::openapi::Problem), (status = 404, body = crate::openapi::Problem),
-        (status = 413, body = crate::openapi::Problem)),
+    responses((status = 201, body = ImageJson), (status = 400, body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn create(
@@ -232,7 +232,7 @@ pub async fn create(
 #[utoipa::path(
     get, path = "/api/v1/firmware-upgrader/build/{build}/image/{id}/", tag = "firmware-upgrader",
     params(("build" = Uuid, Path), ("id" = Uuid, Path)),
-    responses((status = 200, body = ImageJson), (status = 404, body = crate::openapi::Problem)),
+    responses((status = 200, body = ImageJson), (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn get(
@@ -250,7 +250,7 @@ pub async fn get(
 #[utoipa::path(
     delete, path = "/api/v1/firmware-upgrader/build/{build}/image/{id}/", tag = "firmware-upgrader",
     params(("build" = Uuid, Path), ("id" = Uuid, Path)),
-    responses((status = 204), (status = 403, body = crate::openapi::Problem), (status = 404, body = crate::openapi::Problem)),
+    responses((status = 204), (status = 403, body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn delete(
@@ -276,7 +276,7 @@ pub async fn delete(
     get, path = "/api/v1/firmware-upgrader/build/{build}/image/{id}/download/", tag = "firmware-upgrader",
     params(("build" = Uuid, Path), ("id" = Uuid, Path)),
     responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>),
-        (status = 403, body = crate::openapi::Problem), (status = 404, body = crate::openapi::Problem)),
+        (status = 403, body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn download(

@@ -52,7 +52,7 @@ const DEVICE_HISTORY: u64 = 5;
     params(("id" = Uuid, Path)),
     responses((status = 200, content_type = "text/event-stream", body = String,
         description = "`operation` events with the operation's JSON, then `end`"),
-        (status = 404, body = crate::openapi::Problem)),
+        (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn operation_events(
@@ -80,7 +80,7 @@ pub async fn operation_events(
     params(("id" = Uuid, Path)),
     responses((status = 200, content_type = "text/event-stream", body = String,
         description = "`batch` and `operation` events, then `end`"),
-        (status = 404, body = crate::openapi::Problem)),
+        (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn batch_events(
@@ -104,7 +104,7 @@ pub async fn batch_events(
     params(("id" = Uuid, Path)),
     responses((status = 200, content_type = "text/event-stream", body = String,
         description = "`operation` events for the device's operations"),
-        (status = 404, body = crate::openapi::Problem)),
+        (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn device_events(

@@ -20,7 +20,7 @@ use crate::{
 pub struct Problem {
     /// `urn:flashfleet:problem:<code>` (on a 400, upstream's list of messages of a field named
     /// `type` takes its place).
-    #[schema(rename = "type")]
+    #[schema(rename = "type", value_type = Value)]
     problem_type: String,
     /// The HTTP status's name.
     title: String,

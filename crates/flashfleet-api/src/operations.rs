@@ -110,7 +110,7 @@ pub struct CancelledJson {
         ("ordering" = Option<String>, Query, description = "device_id, created, modified; `-` for descending"),
         ("page" = Option<u64>, Query), ("page_size" = Option<u64>, Query),
     ),
-    responses((status = 200, body = Paginated<OperationJson>), (status = 400, body = crate::openapi::Problem)),
+    responses((status = 200, body = Paginated<OperationJson>), (status = 400, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn list(
@@ -146,7 +146,7 @@ pub async fn list(
 #[utoipa::path(
     get, path = "/api/v1/firmware-upgrader/upgrade-operation/{id}/", tag = "firmware-upgrader",
     params(("id" = Uuid, Path)),
-    responses((status = 200, body = OperationJson), (status = 404, body = crate::openapi::Problem)),
+    responses((status = 200, body = OperationJson), (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn get(
@@ -166,8 +166,8 @@ pub async fn get(
 #[utoipa::path(
     post, path = "/api/v1/firmware-upgrader/upgrade-operation/{id}/cancel/", tag = "firmware-upgrader",
     params(("id" = Uuid, Path)),
-    responses((status = 200, body = CancelledJson), (status = 403, body = crate::openapi::Problem),
-        (status = 404, body = crate::openapi::Problem), (status = 409, body = crate::openapi::Problem)),
+    responses((status = 200, body = CancelledJson), (status = 403, body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 409, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn cancel(
@@ -214,7 +214,7 @@ pub async fn cancel(
     get, path = "/api/v1/firmware-upgrader/device/{id}/upgrade-operation/", tag = "firmware-upgrader",
     params(("id" = Uuid, Path), ("status" = Option<String>, Query),
         ("page" = Option<u64>, Query), ("page_size" = Option<u64>, Query)),
-    responses((status = 200, body = Paginated<OperationJson>), (status = 404, body = crate::openapi::Problem)),
+    responses((status = 200, body = Paginated<OperationJson>), (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn list_for_device(

@@ -111,7 +111,7 @@ pub struct OrganizationInput {
 #[utoipa::path(
     get, path = "/api/v1/users/organization/", tag = "users",
     params(("page" = Option<u64>, Query), ("page_size" = Option<u64>, Query)),
-    responses((status = 200, body = Paginated<OrganizationJson>), (status = 401, body = crate::openapi::Problem)),
+    responses((status = 200, body = Paginated<OrganizationJson>), (status = 401, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn list(
@@ -132,8 +132,8 @@ pub async fn list(
 #[utoipa::path(
     post, path = "/api/v1/users/organization/", tag = "users",
     request_body(content = OrganizationInput, content_type = "application/json"),
-    responses((status = 201, body = OrganizationJson), (status = 400, body = crate::openapi::Problem),
-        (status = 403, body = crate::openapi::Problem)),
+    responses((status = 201, body = OrganizationJson), (status = 400, body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn create(
@@ -172,7 +172,7 @@ pub async fn create(
 #[utoipa::path(
     get, path = "/api/v1/users/organization/{id}/", tag = "users",
     params(("id" = Uuid, Path)),
-    responses((status = 200, body = OrganizationJson), (status = 404, body = crate::openapi::Problem)),
+    responses((status = 200, body = OrganizationJson), (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn get(
@@ -191,8 +191,8 @@ pub async fn get(
     put, path = "/api/v1/users/organization/{id}/", tag = "users",
     params(("id" = Uuid, Path)),
     request_body(content = OrganizationInput, content_type = "application/json"),
-    responses((status = 200, body = OrganizationJson), (status = 400, body = crate::openapi::Problem),
-        (status = 403, body = crate::openapi::Problem), (status = 404, body = crate::openapi::Problem)),
+    responses((status = 200, body = OrganizationJson), (status = 400, body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn update(
@@ -249,7 +249,7 @@ pub async fn update(
 #[utoipa::path(
     delete, path = "/api/v1/users/organization/{id}/", tag = "users",
     params(("id" = Uuid, Path)),
-    responses((status = 204), (status = 403, body = crate::openapi::Problem), (status = 404, body = crate::openapi::Problem)),
+    responses((status = 204), (status = 403, body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn delete(

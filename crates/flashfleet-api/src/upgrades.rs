@@ -162,8 +162,8 @@ pub struct StartedJson {
     get, path = "/api/v1/firmware-upgrader/build/{id}/upgrade/", tag = "firmware-upgrader",
     params(("id" = Uuid, Path), ("group" = Option<Uuid>, Query, description = "Only devices of this group"),
         ("upgrade_options" = Option<String>, Query, description = "sysupgrade options as JSON, for the verdicts (`{\"n\": true}`)")),
-    responses((status = 200, body = DryRunJson), (status = 400, body = crate::openapi::Problem),
-        (status = 404, body = crate::openapi::Problem)),
+    responses((status = 200, body = DryRunJson), (status = 400, body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn dry_run(
@@ -191,8 +191,8 @@ pub async fn dry_run(
     post, path = "/api/v1/firmware-upgrader/build/{id}/upgrade/", tag = "firmware-upgrader",
     params(("id" = Uuid, Path)),
     request_body(content = MassUpgradeInput, content_type = "application/json"),
-    responses((status = 201, body = StartedJson), (status = 400, body = crate::openapi::Problem),
-        (status = 403, body = crate::openapi::Problem), (status = 404, body = crate::openapi::Problem)),
+    responses((status = 201, body = StartedJson), (status = 400, body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn start(

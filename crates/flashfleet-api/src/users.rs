@@ -180,8 +180,8 @@ pub struct UserInput {
 #[utoipa::path(
     post, path = "/api/v1/users/token/", tag = "users",
     request_body(content = TokenInput, content_type = "application/json"),
-    responses((status = 200, body = TokenJson), (status = 400, body = crate::openapi::Problem),
-        (status = 429, body = crate::openapi::Problem))
+    responses((status = 200, body = TokenJson), (status = 400, body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, body = crate::openapi::Problem, content_type = "application/problem+json"))
 )]
 pub async fn obtain_token(
     request: HttpRequest,
@@ -237,7 +237,7 @@ pub async fn obtain_token(
 #[utoipa::path(
     get, path = "/api/v1/users/user/", tag = "users",
     params(("page" = Option<u64>, Query), ("page_size" = Option<u64>, Query)),
-    responses((status = 200, body = Paginated<UserJson>), (status = 401, body = crate::openapi::Problem)),
+    responses((status = 200, body = Paginated<UserJson>), (status = 401, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn list(
@@ -277,7 +277,7 @@ pub async fn list(
 #[utoipa::path(
     post, path = "/api/v1/users/user/", tag = "users",
     request_body(content = UserInput, content_type = "application/json"),
-    responses((status = 201, body = UserJson), (status = 400, body = crate::openapi::Problem)),
+    responses((status = 201, body = UserJson), (status = 400, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn create(
@@ -326,7 +326,7 @@ pub async fn create(
 #[utoipa::path(
     get, path = "/api/v1/users/user/{id}/", tag = "users",
     params(("id" = Uuid, Path)),
-    responses((status = 200, body = UserJson), (status = 404, body = crate::openapi::Problem)),
+    responses((status = 200, body = UserJson), (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn get(
@@ -343,8 +343,8 @@ pub async fn get(
     put, path = "/api/v1/users/user/{id}/", tag = "users",
     params(("id" = Uuid, Path)),
     request_body(content = UserInput, content_type = "application/json"),
-    responses((status = 200, body = UserJson), (status = 400, body = crate::openapi::Problem),
-        (status = 403, body = crate::openapi::Problem), (status = 404, body = crate::openapi::Problem)),
+    responses((status = 200, body = UserJson), (status = 400, body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn update(
@@ -404,7 +404,7 @@ pub async fn update(
 #[utoipa::path(
     delete, path = "/api/v1/users/user/{id}/", tag = "users",
     params(("id" = Uuid, Path)),
-    responses((status = 204), (status = 403, body = crate::openapi::Problem), (status = 404, body = crate::openapi::Problem)),
+    responses((status = 204), (status = 403, body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub async fn delete(
