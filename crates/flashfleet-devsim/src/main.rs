@@ -48,6 +48,14 @@ struct Arguments {
     /// mac_address, address, port, model, board_name, os, username, password).
     #[arg(long, value_name = "FILE")]
     devices_csv: Option<PathBuf>,
+    /// Also write a sysupgrade image for the fleet's board (OpenWrt metadata included) that
+    /// flashes the devices to --image-version; name it after its image type, such as
+    /// openwrt-ath79-generic-tplink_archer-c7-v2-squashfs-sysupgrade.bin.
+    #[arg(long, value_name = "FILE")]
+    image: Option<PathBuf>,
+    /// The release the --image file carries.
+    #[arg(long, default_value = "24.10.0")]
+    image_version: String,
 }
 
 #[tokio::main]
@@ -93,6 +101,17 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
     if let Some(path) = &arguments.devices_csv {
         write_devices_csv(path, &fleet, &arguments)?;
+    }
+    if let Some(path) = &arguments.image {
+        flashfleet_boards::test_image::TestImage::builder()
+            .payload_len(256 * 1024)
+            .supported_devices([arguments.board.as_str()])
+            .version_field("version", &arguments.image_version)
+            .version_field("revision", "r28427-6df0e3d02a")
+            .version_field("target", &flashfleet_devsim::Release::default().target)
+            .version_field("board", &arguments.board.replace(',', "_"))
+            .build()
+            .write_to(std::io::BufWriter::new(std::fs::File::create(path)?))?;
     }
     let mut stdout = std::io::stdout().lock();
     writeln!(
