@@ -22,8 +22,18 @@
 //!
 //! The last line printed is `ratio=<x> wall_s=<x> ideal_s=<x> peak_rss_mib=<x>`. Linux only
 //! (`/proc/self`).
+//!
+//! `api` measures the REST API under load: the build list with 10,000 builds and the detail of
+//! a mass upgrade with 10,000 operations, on SQLite or PostgreSQL (see the `api` module).
+//!
+//! ```text
+//! cargo run --release -p flashfleet-bench -- api
+//! cargo run --release -p flashfleet-bench -- api --database-url postgres://postgres@127.0.0.1:5432/flashfleet_test
+//! ```
 
 #![expect(clippy::print_stdout, reason = "a benchmark prints its measurements")]
+
+mod api;
 
 use std::collections::HashMap;
 use std::io::{Read as _, Write as _};
@@ -86,6 +96,8 @@ struct Cli {
 enum Command {
     /// One mass upgrade of a simulated fleet, against raw SSH uploads of the same image.
     MassUpgrade(MassUpgradeArgs),
+    /// The REST API under load: the build list and a mass upgrade's detail.
+    Api(api::ApiArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -136,6 +148,7 @@ struct MassUpgradeArgs {
 fn main() -> BenchResult<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Api(arguments) => api::run(&arguments).map(drop),
         Command::MassUpgrade(arguments) => {
             let mut builder = tokio::runtime::Builder::new_multi_thread();
             builder

@@ -13,7 +13,7 @@ use std::sync::Once;
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 
-use crate::{Backend, Db, DbConfig, SecretKey};
+use crate::{Backend, Db, DbConfig, DbError, SecretKey};
 
 /// The environment variable naming the PostgreSQL server for tests.
 pub const POSTGRES_URL_VARIABLE: &str = "FLASHFLEET_TEST_POSTGRES_URL";
@@ -39,19 +39,25 @@ enum Cleanup {
 impl TestDb {
     /// A migrated SQLite database in a fresh temporary file.
     pub async fn sqlite() -> TestDb {
-        let directory = tempfile::tempdir().expect("a temporary directory");
+        TestDb::sqlite_with_pool(TEST_POOL_SIZE)
+            .await
+            .expect("a migrated SQLite test database")
+    }
+
+    /// A migrated SQLite database in a fresh temporary file, with `pool_size` pooled
+    /// connections (for benchmarks, which size their pool as a server would).
+    pub async fn sqlite_with_pool(pool_size: usize) -> Result<TestDb, DbError> {
+        let directory = tempfile::tempdir().map_err(DbError::connect)?;
         let url = format!(
             "sqlite://{}",
             directory.path().join("flashfleet-test.db").display()
         );
-        let db = Db::connect(&config(&url))
-            .await
-            .expect("a migrated SQLite test database");
-        TestDb {
+        let db = Db::connect(&config(&url, pool_size)).await?;
+        Ok(TestDb {
             db,
             url,
             cleanup: Cleanup::Sqlite(directory),
-        }
+        })
     }
 
     /// A migrated PostgreSQL schema of its own, if `FLASHFLEET_TEST_POSTGRES_URL` is set.
@@ -59,27 +65,43 @@ impl TestDb {
         let server_url = std::env::var(POSTGRES_URL_VARIABLE)
             .ok()
             .filter(|url| !url.is_empty())?;
-        sweep_leftover_schemas(&server_url).await;
+        Some(
+            TestDb::postgres_at(&server_url, TEST_POOL_SIZE)
+                .await
+                .unwrap_or_else(|error| {
+                    panic!("{POSTGRES_URL_VARIABLE} is set but no test schema could be created in it: {error}")
+                }),
+        )
+    }
+
+    /// A migrated schema of its own in the PostgreSQL database at `server_url`, with
+    /// `pool_size` pooled connections, dropped with the [`TestDb`] (for benchmarks, which take
+    /// the server's URL from their command line).
+    pub async fn postgres_at(server_url: &str, pool_size: usize) -> Result<TestDb, DbError> {
+        sweep_leftover_schemas(server_url).await;
         let schema = format!("test_{}_{}", unix_seconds(), uuid::Uuid::new_v4().simple());
-        let mut connection = AsyncPgConnection::establish(&server_url)
+        let mut connection = AsyncPgConnection::establish(server_url)
             .await
-            .unwrap_or_else(|error| {
-                panic!("{POSTGRES_URL_VARIABLE} is set but PostgreSQL is unreachable: {error}")
-            });
+            .map_err(DbError::connect)?;
         connection
             .batch_execute(&format!("CREATE SCHEMA {schema}"))
-            .await
-            .expect("creating the test schema");
+            .await?;
         let separator = if server_url.contains('?') { '&' } else { '?' };
         let url = format!("{server_url}{separator}options=-c%20search_path%3D{schema}");
-        let db = Db::connect(&config(&url))
-            .await
-            .expect("a migrated PostgreSQL test schema");
-        Some(TestDb {
-            db,
-            url,
-            cleanup: Cleanup::Postgres { server_url, schema },
-        })
+        // From here on the schema exists: dropping the value drops it, also when migrating
+        // fails.
+        let cleanup = Cleanup::Postgres {
+            server_url: server_url.to_owned(),
+            schema,
+        };
+        let db = match Db::connect(&config(&url, pool_size)).await {
+            Ok(db) => db,
+            Err(error) => {
+                drop_schema(&cleanup);
+                return Err(error);
+            }
+        };
+        Ok(TestDb { db, url, cleanup })
     }
 
     /// A test database on every backend available: SQLite always, PostgreSQL when
@@ -124,40 +146,48 @@ impl TestDb {
 
     /// A configuration for this database with the same secret key as [`TestDb::db`]'s.
     pub fn config(&self) -> DbConfig {
-        config(&self.url)
+        config(&self.url, TEST_POOL_SIZE)
     }
 }
 
+/// Pooled connections of a test database.
+const TEST_POOL_SIZE: usize = 4;
+
 /// Every test database uses one fixed key, so tests can open a second handle on it.
-fn config(url: &str) -> DbConfig {
+fn config(url: &str, pool_size: usize) -> DbConfig {
     let key = SecretKey::from_base64("dGVzdC1rZXktZm9yLWZsYXNoZmxlZXQtdGVzdHMtMzI=")
         .expect("the test key is valid");
     let mut config = DbConfig::new(url, key);
-    config.pool_size = 4;
+    config.pool_size = pool_size;
     config
 }
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        if let Cleanup::Postgres { server_url, schema } = &self.cleanup {
-            let server_url = server_url.clone();
-            let statement = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
-            // Drop cannot await, and may run inside a runtime: use a short-lived runtime on a
-            // thread of its own.
-            let dropped = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .ok()?;
-                runtime.block_on(async {
-                    let mut connection = AsyncPgConnection::establish(&server_url).await.ok()?;
-                    connection.batch_execute(&statement).await.ok()
-                })
+        drop_schema(&self.cleanup);
+    }
+}
+
+/// Drops the PostgreSQL schema of `cleanup`, if it is one.
+fn drop_schema(cleanup: &Cleanup) {
+    if let Cleanup::Postgres { server_url, schema } = cleanup {
+        let server_url = server_url.clone();
+        let statement = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
+        // Drop cannot await, and may run inside a runtime: use a short-lived runtime on a
+        // thread of its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let mut connection = AsyncPgConnection::establish(&server_url).await.ok()?;
+                connection.batch_execute(&statement).await.ok()
             })
-            .join();
-            if !matches!(dropped, Ok(Some(()))) {
-                eprintln!("warning: could not drop test schema {schema}; the next run sweeps it");
-            }
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(()))) {
+            eprintln!("warning: could not drop test schema {schema}; the next run sweeps it");
         }
     }
 }

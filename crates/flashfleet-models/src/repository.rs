@@ -109,8 +109,9 @@ pub trait DirectoryRepository: Send + Sync {
 
     /// Stores a new token (its hash).
     async fn insert_token(&self, token: &ApiToken) -> RepoResult<ApiToken>;
-    /// The token whose secret is `secret` and its actor, recording the use; `None` when no
-    /// token matches or its user is inactive.
+    /// The token whose secret is `secret` and its actor, recording the use (to the minute: a
+    /// use within a minute of the recorded one is not written, so authenticating is a read);
+    /// `None` when no token matches or its user is inactive.
     async fn authenticate_token(
         &self,
         secret: &TokenSecret,

@@ -28,7 +28,7 @@ pub struct ApiToken {
     pub prefix: String,
     /// When it was created (UTC).
     pub created: DateTime<Utc>,
-    /// When it was last used to authenticate, if ever.
+    /// When it was last used to authenticate, if ever (to the minute).
     pub last_used: Option<DateTime<Utc>>,
 }
 

@@ -620,6 +620,21 @@ async fn a_token_authenticates_its_user_with_the_right_secret_and_records_the_us
             "backend: {}: the use is stored",
             test_db.backend()
         );
+        // A use within the minute is not written again: authenticating stays a read.
+        let (again, _) = db
+            .authenticate_token(&new_token.secret)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (
+                again.last_used,
+                db.tokens(alice.id).await.unwrap()[0].last_used
+            ),
+            (listed[0].last_used, listed[0].last_used),
+            "backend: {}",
+            test_db.backend()
+        );
     }
 }
 
