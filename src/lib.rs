@@ -7,6 +7,7 @@
 //!
 //! Nothing is defined here: every item lives in one of the re-exported crates.
 
+pub use flashfleet_api as api;
 pub use flashfleet_boards as boards;
 pub use flashfleet_db as db;
 pub use flashfleet_engine as engine;

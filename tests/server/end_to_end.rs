@@ -1,8 +1,9 @@
 //! The whole story through the `flashfleet` binary: a server on a fresh data directory, driven
 //! over HTTP, upgrading 20 simulated devices, followed live to the end.
 
+use crate::client::Api;
 use crate::scenario::{self, Target};
-use crate::support::{Api, sites};
+use crate::support::sites;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_operator_upgrades_twenty_devices_through_the_api_and_watches_it_live() {

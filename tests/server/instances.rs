@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{NEW_VERSION, Site, fleet, import_fleet};
+use crate::client::NEW_VERSION;
+use crate::support::{Site, fleet, import_fleet};
 
 const DEVICES: usize = 16;
 

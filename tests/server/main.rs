@@ -3,6 +3,7 @@
 
 #![expect(clippy::unwrap_used, reason = "tests")]
 
+mod client;
 mod end_to_end;
 mod instances;
 mod restart;

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{NEW_VERSION, fleet, import_fleet, sites};
+use crate::client::NEW_VERSION;
+use crate::support::{fleet, import_fleet, sites};
 
 const DEVICES: usize = 50;
 

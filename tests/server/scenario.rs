@@ -12,7 +12,7 @@ use flashfleet_devsim::{ClientCredentials, DeviceSpec, Fleet, FleetConfig, Reboo
 use futures_util::StreamExt as _;
 use serde_json::{Map, Value, json};
 
-use crate::support::{Api, BOARD_NAME, IMAGE_FILE, MODEL, NEW_VERSION, free_port, new_image};
+use crate::client::{Api, BOARD_NAME, IMAGE_FILE, MODEL, NEW_VERSION, free_port, new_image};
 
 /// The release the simulated devices run at first (devsim's default), as their OS identifier.
 const OLD_OS: &str = "OpenWrt 23.05.0 r23497-6637af95aa";
@@ -52,6 +52,7 @@ pub(crate) async fn run(target: &Target, devices: usize, net: u8) -> Outcome {
         )
         .await;
     assert_eq!(status, 201, "{organization}");
+    assert_eq!(organization["details"], details);
     let organization = organization["id"].as_str().unwrap().to_owned();
     let (status, manager) = superuser
         .post(
@@ -184,6 +185,7 @@ pub(crate) async fn run(target: &Target, devices: usize, net: u8) -> Outcome {
             )
             .await;
         assert_eq!(status, 200, "{device}");
+        assert_eq!(device["details"], details, "registering keeps the details");
         let (status, firmware) = api
             .get(&format!("/api/v1/firmware-upgrader/device/{id}/firmware/"))
             .await;
@@ -280,7 +282,7 @@ pub(crate) async fn run(target: &Target, devices: usize, net: u8) -> Outcome {
 }
 
 /// The image of the build the devices run at first.
-fn old_image() -> Vec<u8> {
+pub(crate) fn old_image() -> Vec<u8> {
     flashfleet_boards::test_image::TestImage::builder()
         .payload_len(64 * 1024)
         .supported_devices([BOARD_NAME])

@@ -1,24 +1,17 @@
-//! The `flashfleet` binary as a process, a simulated fleet on loopback, and a client of the API.
+//! The `flashfleet` binary as a process, a simulated fleet on loopback, and what the server
+//! tests ask of the API beyond the scenario's requests (the client itself is `client.rs`).
 
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use flashfleet_boards::test_image::TestImage;
 use flashfleet_devsim::{
     Addressing, ClientCredentials, DeviceSpec, Fleet, FleetConfig, RebootTiming,
 };
 use serde_json::{Value, json};
 
-/// The board and model of every simulated device.
-pub(crate) const BOARD_NAME: &str = "tplink,archer-c7-v2";
-pub(crate) const MODEL: &str = "TP-Link Archer C7 v2";
-/// The image type of that board in the built-in map.
-pub(crate) const IMAGE_FILE: &str =
-    "openwrt-ath79-generic-tplink_archer-c7-v2-squashfs-sysupgrade.bin";
-/// The release the new image carries.
-pub(crate) const NEW_VERSION: &str = "24.10.0";
+use crate::client::{Api, BOARD_NAME, IMAGE_FILE, MODEL, NEW_VERSION, free_port, new_image};
 
 /// The `flashfleet` binary of this build (built by `cargo test --workspace`; built here when a
 /// test of this package runs alone).
@@ -38,14 +31,6 @@ pub(crate) fn flashfleet_binary() -> PathBuf {
         assert!(status.success(), "building the flashfleet binary failed");
     }
     binary
-}
-
-/// A free TCP port on 127.0.0.1.
-pub(crate) fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free port")
 }
 
 /// Where a server keeps its data and which database it uses.
@@ -194,72 +179,8 @@ impl Drop for Server {
     }
 }
 
-/// A client of the REST API.
-#[derive(Clone)]
-pub(crate) struct Api {
-    client: reqwest::Client,
-    /// `http://127.0.0.1:<port>`.
-    pub(crate) base: String,
-    token: String,
-}
-
+/// What the server tests ask of the API beyond the scenario's requests.
 impl Api {
-    /// A client of the API at `base` with `token`.
-    pub(crate) fn new(base: &str, token: &str) -> Api {
-        Api {
-            client: reqwest::Client::new(),
-            base: base.to_owned(),
-            token: token.to_owned(),
-        }
-    }
-
-    /// `GET path`: the status and the JSON body.
-    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .expect("the server answers");
-        read(response).await
-    }
-
-    /// `POST path` with a JSON body.
-    pub(crate) async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .expect("the server answers");
-        read(response).await
-    }
-
-    /// Uploads `bytes` as `file_name` to build `build`.
-    pub(crate) async fn upload(&self, build: &str, file_name: &str, bytes: Vec<u8>) -> Value {
-        let form = reqwest::multipart::Form::new().part(
-            "file",
-            reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_owned()),
-        );
-        let response = self
-            .client
-            .post(format!(
-                "{}/api/v1/firmware-upgrader/build/{build}/image/",
-                self.base
-            ))
-            .bearer_auth(&self.token)
-            .multipart(form)
-            .send()
-            .await
-            .expect("the server answers");
-        let (status, body) = read(response).await;
-        assert_eq!(status, 201, "upload: {body}");
-        body
-    }
-
     /// The text of `GET path` (metrics).
     pub(crate) async fn text(&self, path: &str) -> String {
         self.client
@@ -319,29 +240,6 @@ impl Api {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
-}
-
-async fn read(response: reqwest::Response) -> (u16, Value) {
-    let status = response.status().as_u16();
-    let bytes = response.bytes().await.expect("a body");
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
-
-/// The image of the new build: a sysupgrade image for the simulated board, release
-/// `NEW_VERSION`.
-pub(crate) fn new_image() -> Vec<u8> {
-    TestImage::builder()
-        .payload_len(192 * 1024)
-        .supported_devices([BOARD_NAME])
-        .version_field("version", NEW_VERSION)
-        .version_field("revision", "r28427-6df0e3d02a")
-        .version_field("target", "ath79/generic")
-        .version_field("board", "tplink_archer-c7-v2")
-        .build()
-        .to_bytes()
 }
 
 /// `count` simulated devices, each on its own loopback address (127.<net>.0.1, .2, ...) on one

@@ -74,12 +74,22 @@ pub struct ImageJson {
 impl ImageJson {
     /// The JSON of `image`, its `file` URL made absolute for `request`.
     pub fn new(image: FirmwareImage, request: &HttpRequest, state: &ApiState) -> ImageJson {
-        let path = format!(
-            "{}build/{}/image/{}/download/",
-            crate::routes::FIRMWARE_UPGRADER_PREFIX,
-            image.build_id,
-            image.id
-        );
+        // The route's own URL, so that it carries the scope an embedding application mounted
+        // the API under (`/portal/api/v1/...`); the fixed path if the route is not mounted.
+        let path = request
+            .url_for(
+                crate::routes::IMAGE_DOWNLOAD_ROUTE,
+                [image.build_id.to_string(), image.id.to_string()],
+            )
+            .map(|url| url.path().to_owned())
+            .unwrap_or_else(|_| {
+                format!(
+                    "{}build/{}/image/{}/download/",
+                    crate::routes::FIRMWARE_UPGRADER_PREFIX,
+                    image.build_id,
+                    image.id
+                )
+            });
         let (label, boards) = image_boards(state, &image);
         ImageJson {
             id: image.id.0,

@@ -21,6 +21,9 @@ use crate::{
 /// Where upstream's firmware-upgrader API lives.
 pub const FIRMWARE_UPGRADER_PREFIX: &str = "/api/v1/firmware-upgrader/";
 
+/// The name of the image download route, for `HttpRequest::url_for`.
+pub(crate) const IMAGE_DOWNLOAD_ROUTE: &str = "flashfleet-image-download";
+
 /// Mounts the whole API (under `/api/v1`) into an actix-web app or scope. The app must carry a
 /// `web::Data<ApiState>`:
 ///
@@ -80,6 +83,7 @@ fn firmware_upgrader() -> actix_web::Scope {
         )
         .service(
             resource("/build/{build}/image/{id}/download/", &[M::GET])
+                .name(IMAGE_DOWNLOAD_ROUTE)
                 .route(get().to(images::download)),
         )
         .service(collection(

@@ -39,6 +39,53 @@ async fn stored_keys(api: &TestApi) -> Vec<String> {
 }
 
 #[actix_web::test]
+async fn an_images_file_url_carries_the_scope_the_api_is_mounted_under() {
+    use actix_web::{App, test, web};
+
+    for api in apis().await {
+        let tenant = api.tenant("acme").await;
+        let build = build(&api, Some(&tenant), "1.0").await;
+        // An embedding application's own app, with the API under `/portal`.
+        let app = test::init_service(
+            App::new()
+                .app_data(web::Data::new(api.state.clone()))
+                .service(web::scope("/portal").configure(flashfleet_api::configure)),
+        )
+        .await;
+        let bytes: Vec<u8> = (0..4096_u32).map(|index| (index * 7 % 251) as u8).collect();
+        let (content_type, body) =
+            crate::support::multipart("fw-sysupgrade.bin", &bytes, Some(COMFAST));
+        let request = test::TestRequest::post()
+            .uri(&format!(
+                "/portal/api/v1/firmware-upgrader/build/{}/image/",
+                build.id
+            ))
+            .insert_header((header::AUTHORIZATION, format!("Bearer {}", tenant.manager)))
+            .insert_header((header::CONTENT_TYPE, content_type))
+            .set_payload(body)
+            .to_request();
+        let uploaded: serde_json::Value = test::call_and_read_body_json(&app, request).await;
+        let file = uploaded["file"].as_str().unwrap().to_owned();
+        assert_eq!(
+            file,
+            format!(
+                "http://localhost:8080/portal/api/v1/firmware-upgrader/build/{}/image/{}/download/",
+                build.id,
+                uploaded["id"].as_str().unwrap()
+            ),
+            "{}",
+            api.backend()
+        );
+        let request = test::TestRequest::get()
+            .uri(file.trim_start_matches("http://localhost:8080"))
+            .insert_header((header::AUTHORIZATION, format!("Bearer {}", tenant.manager)))
+            .to_request();
+        let downloaded = test::call_and_read_body(&app, request).await;
+        assert_eq!(downloaded.to_vec(), bytes, "{}", api.backend());
+    }
+}
+
+#[actix_web::test]
 async fn an_upload_with_an_explicit_type_has_upstreams_shape_and_downloads_back() {
     for api in apis().await {
         let tenant = api.tenant("acme").await;
