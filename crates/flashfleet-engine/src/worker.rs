@@ -1,6 +1,6 @@
 //! The engine's loop: claim what is due, run it, renew the leases of what runs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -110,6 +110,10 @@ impl Engine {
         let config = &self.shared.config;
         let mut running: JoinSet<(OperationId, Result<(), EngineError>)> = JoinSet::new();
         let mut leases: HashMap<OperationId, Arc<AtomicBool>> = HashMap::new();
+        // Operations this engine claimed again while their task still ran here (see below).
+        let mut reclaimed: HashSet<OperationId> = HashSet::new();
+        // Which operation each task runs, to forget a task that panicked.
+        let mut tasks: HashMap<tokio::task::Id, OperationId> = HashMap::new();
         let mut heartbeat = tokio::time::interval(config.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let stopping = || {
@@ -144,12 +148,23 @@ impl Engine {
                     }
                 };
                 for operation in claimed {
-                    let shared = Arc::clone(&self.shared);
                     let id = operation.id;
+                    if leases.contains_key(&id) {
+                        // Its task has not been joined yet: it still runs, and its lease
+                        // expired (a heartbeat came too late, on a loaded machine), or it just
+                        // ended with a retry due at once. Either way a second task would run
+                        // the same upgrade twice at once. The claim renewed the lease; it is
+                        // given back when the task is joined, so a retry is claimed afresh.
+                        tracing::debug!(operation = %id, "claimed again while its task runs here");
+                        reclaimed.insert(id);
+                        continue;
+                    }
+                    let shared = Arc::clone(&self.shared);
                     let lost = Arc::new(AtomicBool::new(false));
                     leases.insert(id, Arc::clone(&lost));
-                    running
+                    let task = running
                         .spawn(async move { (id, run_operation(&shared, operation, lost).await) });
+                    tasks.insert(task.id(), id);
                 }
             }
             if running.is_empty() && (shutdown.is_none() || stopping()) {
@@ -163,19 +178,27 @@ impl Engine {
             }
             let poll = tokio::time::sleep(config.poll_interval);
             tokio::select! {
-                finished = running.join_next(), if !running.is_empty() => {
-                    if let Some(finished) = finished {
-                        match finished {
-                            Ok((id, result)) => {
-                                leases.remove(&id);
-                                if let Err(error) = result {
-                                    tracing::error!(operation = %id, %error, "running an upgrade failed");
-                                }
+                finished = running.join_next_with_id(), if !running.is_empty() => {
+                    let (task, outcome) = match finished {
+                        Some(Ok((task, (_, result)))) => (task, Ok(result)),
+                        Some(Err(join_error)) => (join_error.id(), Err(join_error)),
+                        None => continue,
+                    };
+                    if let Some(id) = tasks.remove(&task) {
+                        leases.remove(&id);
+                        if reclaimed.remove(&id) {
+                            self.release_reclaimed(id).await;
+                        }
+                        match outcome {
+                            Ok(Ok(())) => {}
+                            Ok(Err(error)) => {
+                                tracing::error!(operation = %id, %error, "running an upgrade failed");
                             }
-                            Err(join_error) if join_error.is_panic() => {
-                                tracing::error!(%join_error, "an upgrade task panicked");
+                            // A panicked task's lease is no longer renewed: the operation is
+                            // recovered by its phase once the lease expires.
+                            Err(join_error) => {
+                                tracing::error!(operation = %id, %join_error, "an upgrade task panicked");
                             }
-                            Err(_) => {}
                         }
                     }
                 }
@@ -186,6 +209,16 @@ impl Engine {
                 _ = poll, if shutdown.is_some() => {}
                 _ = cancelled(shutdown.as_ref()), if !stopping() => {}
             }
+        }
+    }
+
+    /// Gives back the lease of an operation claimed again while its task ran here, once that
+    /// task ended, so that the operation (a retry) is claimed afresh rather than when the lease
+    /// expires.
+    async fn release_reclaimed(&self, id: OperationId) {
+        let name = &self.shared.config.name;
+        if let Err(error) = self.shared.repository.release_lease(id, name).await {
+            tracing::warn!(operation = %id, %error, "could not give a lease back; it will expire");
         }
     }
 

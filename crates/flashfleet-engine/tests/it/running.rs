@@ -436,3 +436,65 @@ async fn a_stopping_engine_leaves_its_operations_at_their_last_persisted_step() 
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_that_claims_back_its_own_running_upgrade_does_not_run_it_twice() {
+    for test_db in TestDb::all().await {
+        let db = test_db.db();
+        let fixture = fixture(db).await;
+        let operation = queued_device(db, &fixture, "ap-1").await;
+        let slow = Arc::new(ScriptedUpgrader {
+            duration: Duration::from_millis(1500),
+            ..ScriptedUpgrader::default()
+        });
+        let mut upgraders = UpgraderRegistry::empty();
+        upgraders.register(
+            SCRIPTED,
+            Arc::clone(&slow) as Arc<dyn flashfleet_upgrader::Upgrader>,
+        );
+        // A heartbeat far slower than the lease, as on a machine too loaded to renew in time:
+        // the lease expires while the upgrade runs, and the engine's next poll claims it again.
+        let config = flashfleet_engine::EngineConfig {
+            lease: Duration::from_millis(200),
+            heartbeat: Duration::from_secs(60),
+            ..fast_config("engine-late")
+        };
+        let late = Engine::new(
+            Arc::new(db.clone()),
+            upgraders,
+            Arc::new(EmptyFiles),
+            EventBus::default(),
+            config,
+        );
+        let mut events = late.events().subscribe();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let running = tokio::spawn({
+            let engine = late.clone();
+            let shutdown = shutdown.clone();
+            async move { engine.run(shutdown).await }
+        });
+        tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                match events.recv().await.unwrap() {
+                    Event::Operation(stored) if stored.status.is_final() => break,
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("the upgrade ends");
+        shutdown.cancel();
+        running.await.unwrap().unwrap();
+        let finished = db
+            .operation(&Scope::All, operation.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (finished.status, slow.upgrades_of(finished.device_id)),
+            (UpgradeStatus::Success, 1),
+            "one run of the upgrade, backend: {}",
+            test_db.backend()
+        );
+    }
+}
