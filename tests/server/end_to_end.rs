@@ -26,7 +26,14 @@ async fn an_operator_upgrades_twenty_devices_through_the_api_and_watches_it_live
             ))
             .await;
         assert_eq!(status, 200, "{rest}");
-        for field in ["id", "build", "status", "progress_report", "created", "details"] {
+        for field in [
+            "id",
+            "build",
+            "status",
+            "progress_report",
+            "created",
+            "details",
+        ] {
             assert_eq!(rest[field], outcome.last_batch_event[field], "{field}");
         }
         outcome.fleet.shutdown().await;

@@ -3,8 +3,10 @@
 
 #![expect(clippy::unwrap_used, reason = "tests")]
 
+mod dashboard;
 mod end_to_end;
 mod instances;
 mod restart;
 mod scenario;
 mod support;
+mod webdriver;

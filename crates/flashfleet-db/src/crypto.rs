@@ -27,6 +27,18 @@ impl SecretKey {
         Ok(Self(key))
     }
 
+    /// A key for another `purpose` (such as signing session cookies), derived from this one:
+    /// SHA-256 of the key and the purpose, so that a key of one purpose tells nothing of this
+    /// key or of another purpose's.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        use sha2::Digest as _;
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(self.0);
+        hasher.update(b"\0flashfleet key for: ");
+        hasher.update(purpose.as_bytes());
+        hasher.finalize().into()
+    }
+
     /// The key from its base64 form (32 bytes once decoded), as configuration holds it.
     pub fn from_base64(text: &str) -> Result<Self, DbError> {
         let bytes = STANDARD
