@@ -164,6 +164,10 @@ async fn an_operator_runs_a_mass_upgrade_from_the_dashboard_and_watches_it_live(
             .run("document.querySelector('.history details').open = true;")
             .await;
         browser.screenshot(&shot("08-device")).await;
+        // A single upgrade to the image the device already runs queues nothing.
+        browser.click("#assign-form button[type=submit]").await;
+        let notice = browser.text(".notice-success").await;
+        assert!(notice.contains("nothing was queued"), "{notice}");
         browser.goto(&format!("{base}/categories/")).await;
         browser.screenshot(&shot("09-categories")).await;
         browser.goto(&format!("{base}/batches/")).await;

@@ -41,6 +41,8 @@ struct ImageRow {
     size: String,
     sha256: String,
     boards: Vec<String>,
+    /// The board names the image's own metadata lists (`supported_devices`).
+    metadata_boards: Vec<String>,
     metadata: Option<String>,
     release: String,
     created: String,
@@ -208,7 +210,20 @@ async fn build_page(
                 .and_then(|version| version.as_str())
                 .unwrap_or("")
                 .to_owned();
+            let metadata_boards = image
+                .metadata
+                .as_ref()
+                .and_then(|metadata| metadata.get("supported_devices"))
+                .and_then(|devices| devices.as_array())
+                .map(|devices| {
+                    devices
+                        .iter()
+                        .filter_map(|device| device.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
             ImageRow {
+                metadata_boards,
                 id: image.id.to_string(),
                 highlighted: uploaded == Some(image.id.0),
                 label: label.unwrap_or_default(),
