@@ -128,6 +128,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn derived_keys_are_stable_per_purpose_and_differ_between_purposes_and_keys() {
+        let key = SecretKey::generate().unwrap();
+        let same = SecretKey::from_base64(&key.to_base64()).unwrap();
+        assert_eq!(
+            key.derive("dashboard sessions"),
+            same.derive("dashboard sessions")
+        );
+        assert_ne!(
+            key.derive("dashboard sessions"),
+            key.derive("another purpose")
+        );
+        assert_ne!(key.derive("dashboard sessions"), key.0);
+        let other = SecretKey::generate().unwrap();
+        assert_ne!(
+            key.derive("dashboard sessions"),
+            other.derive("dashboard sessions")
+        );
+    }
+
+    #[test]
     fn a_secret_round_trips_and_is_not_stored_in_clear() {
         let cipher = SecretCipher::new(&SecretKey::generate().unwrap());
         let stored = cipher.encrypt("row-1", "hunter2").unwrap();

@@ -72,7 +72,7 @@ async fn serve(config: &Config, listen: SocketAddr, hints: &mut impl Write) -> a
         .count
         == 0
     {
-        write_first_run_hint(hints, listen)?;
+        write_first_run_hint(hints, listen, config.dashboard.enabled)?;
     }
     let shutdown = CancellationToken::new();
     let ready = Arc::new(AtomicBool::new(true));
@@ -166,8 +166,12 @@ async fn serve(config: &Config, listen: SocketAddr, hints: &mut impl Write) -> a
     Ok(())
 }
 
-fn write_first_run_hint(hints: &mut impl Write, listen: SocketAddr) -> anyhow::Result<()> {
-    writeln!(
+fn write_first_run_hint(
+    hints: &mut impl Write,
+    listen: SocketAddr,
+    dashboard: bool,
+) -> anyhow::Result<()> {
+    write!(
         hints,
         "flashfleet: no user exists yet. Create an administrator and an API token with:\n\
          \n    flashfleet createsuperuser --username admin --password '<a password>'\n    \
@@ -176,7 +180,16 @@ fn write_first_run_hint(hints: &mut impl Write, listen: SocketAddr) -> anyhow::R
          http://{listen}/api/v1/users/token/ ; then call the API with the header\n    \
          Authorization: Bearer <token>\n"
     )
-    .context("could not write to standard error")
+    .context("could not write to standard error")?;
+    if dashboard {
+        writeln!(
+            hints,
+            "The dashboard is at http://{listen}/ (sign in with the administrator's username \
+             and password)."
+        )
+        .context("could not write to standard error")?;
+    }
+    writeln!(hints).context("could not write to standard error")
 }
 
 /// The name of the first stop signal received.
