@@ -13,6 +13,8 @@ use crate::webdriver::chromedriver;
 
 /// How many simulated devices the mass upgrade upgrades.
 const DEVICES: usize = 6;
+/// How long a page may take to load after a click.
+const PAGE_LOAD: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_operator_runs_a_mass_upgrade_from_the_dashboard_and_watches_it_live() {
@@ -65,6 +67,12 @@ async fn an_operator_runs_a_mass_upgrade_from_the_dashboard_and_watches_it_live(
         browser.type_into("#username", "admin").await;
         browser.type_into("#password", "not the password").await;
         browser.click("#sign-in-button").await;
+        browser
+            .wait_for(
+                "return document.querySelector('.notice-error') !== null;",
+                PAGE_LOAD,
+            )
+            .await;
         assert!(
             browser
                 .text(".notice-error")
@@ -81,15 +89,25 @@ async fn an_operator_runs_a_mass_upgrade_from_the_dashboard_and_watches_it_live(
             .type_into("#password", "correct horse battery staple")
             .await;
         browser.click("#sign-in-button").await;
+        browser
+            .wait_for("return location.pathname === '/builds/';", PAGE_LOAD)
+            .await;
         assert_eq!(browser.url().await, format!("{base}/builds/"));
         browser.screenshot(&shot("02-builds")).await;
 
         // The build's page: upload the image, see its metadata and detected boards.
         browser.click(&format!("a[href='/builds/{build}/']")).await;
         browser
+            .wait_for(
+                "return document.getElementById('upload-form') !== null;",
+                PAGE_LOAD,
+            )
+            .await;
+        browser
             .type_into("#image-file", image_path.to_str().unwrap())
             .await;
         browser.click("#upload-button").await;
+        browser.wait_for("return location.search.includes('uploaded=') && document.readyState === 'complete';", PAGE_LOAD).await;
         assert!(
             browser.url().await.contains("uploaded="),
             "{}",
@@ -105,8 +123,20 @@ async fn an_operator_runs_a_mass_upgrade_from_the_dashboard_and_watches_it_live(
 
         // The mass-upgrade flow: options, dry run, confirmation.
         browser.click("#plan-mass-upgrade").await;
+        browser
+            .wait_for(
+                "return document.getElementById('options-form') !== null;",
+                PAGE_LOAD,
+            )
+            .await;
         browser.click("#upgrade-all").await;
         browser.click("#dry-run-button").await;
+        browser
+            .wait_for(
+                "return document.getElementById('plan-total') !== null;",
+                PAGE_LOAD,
+            )
+            .await;
         assert_eq!(browser.text("#plan-total").await, DEVICES.to_string());
         let plan = browser.text("#plan-table").await;
         assert_eq!(plan.matches("✓ compatible").count(), DEVICES, "{plan}");
@@ -158,6 +188,12 @@ async fn an_operator_runs_a_mass_upgrade_from_the_dashboard_and_watches_it_live(
         browser.goto(&format!("{base}/devices/")).await;
         browser.screenshot(&shot("07-devices")).await;
         browser.click("td a[href^='/devices/']").await;
+        browser
+            .wait_for(
+                "return document.querySelector('.history') !== null;",
+                PAGE_LOAD,
+            )
+            .await;
         let history = browser.text(".history").await;
         assert!(history.contains("success"), "{history}");
         browser
@@ -166,6 +202,12 @@ async fn an_operator_runs_a_mass_upgrade_from_the_dashboard_and_watches_it_live(
         browser.screenshot(&shot("08-device")).await;
         // A single upgrade to the image the device already runs queues nothing.
         browser.click("#assign-form button[type=submit]").await;
+        browser
+            .wait_for(
+                "return document.querySelector('.notice-success') !== null;",
+                PAGE_LOAD,
+            )
+            .await;
         let notice = browser.text(".notice-success").await;
         assert!(notice.contains("nothing was queued"), "{notice}");
         browser.goto(&format!("{base}/categories/")).await;
@@ -175,6 +217,9 @@ async fn an_operator_runs_a_mass_upgrade_from_the_dashboard_and_watches_it_live(
 
         // Sign out: the pages ask for a sign-in again.
         browser.click(".signout button").await;
+        browser
+            .wait_for("return location.pathname === '/login';", PAGE_LOAD)
+            .await;
         browser.goto(&format!("{base}/devices/")).await;
         assert!(
             browser.url().await.contains("/login"),
