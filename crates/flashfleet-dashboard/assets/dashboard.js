@@ -68,7 +68,10 @@
     var phase = row.querySelector(".op-phase");
     if (phase) { phase.textContent = operation.phase; }
     var progress = row.querySelector(".op-progress");
-    if (progress) { progress.value = operation.progress; }
+    if (progress) {
+      progress.value = operation.progress;
+      progress.textContent = operation.progress + "%";
+    }
     var modified = row.querySelector(".op-modified time");
     if (modified && operation.modified) {
       modified.setAttribute("datetime", operation.modified);
