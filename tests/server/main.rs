@@ -4,8 +4,10 @@
 #![expect(clippy::unwrap_used, reason = "tests")]
 
 mod client;
+mod dashboard;
 mod end_to_end;
 mod instances;
 mod restart;
 mod scenario;
 mod support;
+mod webdriver;

@@ -77,6 +77,8 @@ pub struct Config {
     pub upload: UploadConfig,
     /// The REST API.
     pub api: ApiConfig,
+    /// The web dashboard at `/`.
+    pub dashboard: DashboardSection,
     /// The upgrade engine. Durations are seconds or strings such as "90s" or "3m".
     pub engine: EngineSection,
     /// The OpenWrt upgrader (upstream OPENWISP_FIRMWARE_UPGRADER_OPENWRT_SETTINGS and the
@@ -149,6 +151,20 @@ pub struct ApiConfig {
     pub default_page_size: u32,
     /// The most items per page a client may ask for (upstream OPENWISP_API_MAX_PAGE_SIZE).
     pub max_page_size: u32,
+}
+
+/// The `[dashboard]` section.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct DashboardSection {
+    /// Whether the web dashboard is served at `/` (sign in with a user's username and
+    /// password).
+    pub enabled: bool,
+    /// How long a dashboard sign-in lasts.
+    pub session_lifetime: HumanDuration,
+    /// Whether the session cookie is sent over HTTPS only: set it when operators reach the
+    /// server through HTTPS (a TLS-terminating proxy).
+    pub secure_cookie: bool,
 }
 
 /// The `[engine]` section.
@@ -239,6 +255,7 @@ impl Default for Config {
             storage: None,
             upload: UploadConfig::default(),
             api: ApiConfig::default(),
+            dashboard: DashboardSection::default(),
             engine: EngineSection::default(),
             openwrt: OpenWrtSection::default(),
             upgraders: BTreeMap::from([("openwrt-ssh".to_owned(), "openwrt".to_owned())]),
@@ -272,6 +289,17 @@ impl Default for ApiConfig {
             throttle: Throttle::DEFAULT,
             default_page_size: 10,
             max_page_size: 100,
+        }
+    }
+}
+
+impl Default for DashboardSection {
+    fn default() -> Self {
+        let dashboard = flashfleet_dashboard::DashboardConfig::default();
+        Self {
+            enabled: true,
+            session_lifetime: dashboard.session_lifetime.into(),
+            secure_cookie: dashboard.secure_cookie,
         }
     }
 }
@@ -524,6 +552,14 @@ impl Config {
             max_file_size: self.max_file_size(),
             ..flashfleet_api::ApiConfig::default()
         }
+    }
+
+    /// The dashboard configuration.
+    pub fn dashboard_config(&self) -> flashfleet_dashboard::DashboardConfig {
+        let mut dashboard = flashfleet_dashboard::DashboardConfig::default();
+        dashboard.session_lifetime = self.dashboard.session_lifetime.get();
+        dashboard.secure_cookie = self.dashboard.secure_cookie;
+        dashboard
     }
 
     /// The upload size limit in bytes; `None` when unlimited.

@@ -29,9 +29,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Runs the server: the REST API and the upgrade engine, with /healthz, /readyz and
-    /// /metrics. Stops on SIGTERM or SIGINT once the upgrades in flight reached a persisted
-    /// step.
+    /// Runs the server: the REST API, the web dashboard and the upgrade engine, with /healthz,
+    /// /readyz and /metrics. Stops on SIGTERM or SIGINT once the upgrades in flight reached a
+    /// persisted step.
     Serve(serve::Args),
     /// Creates the data directory, the secret key and the database, and applies pending
     /// database migrations.

@@ -261,22 +261,34 @@ pub async fn cancel(
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let scope = caller.read_scope();
-    let batch = visible_batch(&state, &scope, BatchId(*id)).await?;
-    let (_, category) = visible_build(&state, &Scope::All, batch.build_id).await?;
+    let cancelled = cancel_batch(&state, &caller, BatchId(*id)).await?;
+    let detail = batch_detail(&state, &scope, BatchId(*id), false).await?;
+    Ok(HttpResponse::Ok().json(BatchCancelledJson {
+        cancelled,
+        batch: detail,
+    }))
+}
+
+/// Cancels every operation of the mass upgrade `id` that has not started flashing, for
+/// `caller` (404 when it cannot see the batch, 403 when it may not change its build): how many
+/// operations were cancelled.
+pub async fn cancel_batch(
+    state: &ApiState,
+    caller: &Caller,
+    id: BatchId,
+) -> Result<usize, ApiError> {
+    let batch = visible_batch(state, &caller.read_scope(), id).await?;
+    let (_, category) = visible_build(state, &Scope::All, batch.build_id).await?;
     caller.require_change(category.organization_id)?;
     let cancelled = state
         .engine()
         .cancel_mass_upgrade(&caller.write_scope(), batch.id)
         .await?;
-    let detail = batch_detail(&state, &scope, batch.id, false).await?;
-    Ok(HttpResponse::Ok().json(BatchCancelledJson {
-        cancelled: cancelled.len(),
-        batch: detail,
-    }))
+    Ok(cancelled.len())
 }
 
 /// The batch `id` if the caller sees it, upstream's 404 otherwise.
-pub(crate) async fn visible_batch(
+pub async fn visible_batch(
     state: &ApiState,
     scope: &Scope,
     id: BatchId,
@@ -310,7 +322,7 @@ pub(crate) async fn batch_json(
 
 /// The detail JSON of the batch `id`, with its operations (those of devices in `scope`) when
 /// `with_operations`.
-pub(crate) async fn batch_detail(
+pub async fn batch_detail(
     state: &ApiState,
     scope: &Scope,
     id: BatchId,

@@ -254,7 +254,7 @@ pub async fn delete(
 }
 
 /// The build `id` with its category if the caller sees it, upstream's 404 otherwise.
-pub(crate) async fn visible_build(
+pub async fn visible_build(
     state: &ApiState,
     scope: &Scope,
     id: BuildId,

@@ -10,6 +10,7 @@ use flashfleet_models::device_firmware::DEACTIVATED_DEVICE;
 use flashfleet_models::repository::OperationFilter;
 use flashfleet_models::{
     Details, Device, DeviceFirmware, DeviceId, ImageId, PageRequest, Scope, UpgradeOperation,
+    UpgradeOptions,
 };
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -132,17 +133,15 @@ pub async fn update(
         (None, Some(current)) => current.image_id,
         (None, None) => return Err(ApiError::invalid_field("image", crate::input::REQUIRED)),
     };
-    check_same_category(&state, &caller.read_scope(), current.as_ref(), image_id).await?;
-    let operation = state
-        .engine()
-        .upgrade_device(
-            &caller.write_scope(),
-            device.id,
-            image_id,
-            options,
-            caller.may_force(device.organization_id),
-        )
-        .await?;
+    let operation = assign_image(
+        &state,
+        &caller,
+        &device,
+        current.as_ref(),
+        image_id,
+        options,
+    )
+    .await?;
     let record = existing_record(&state, &device).await?;
     let latest = match operation {
         Some(operation) => Some(operation),
@@ -173,6 +172,31 @@ pub async fn delete(
     existing_record(&state, &device).await?;
     state.repository().delete_device_firmware(device.id).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// Assigns `image_id` to `device` (whose firmware record is `current`) for `caller`, queueing
+/// its upgrade when the image changes or is not installed: the queued operation, if any. The
+/// image must be of the same category as the current one; `-F` needs an owner or superuser.
+/// Check first that the caller may change the device ([`writable_device`]).
+pub async fn assign_image(
+    state: &ApiState,
+    caller: &Caller,
+    device: &Device,
+    current: Option<&DeviceFirmware>,
+    image_id: ImageId,
+    options: UpgradeOptions,
+) -> Result<Option<UpgradeOperation>, ApiError> {
+    check_same_category(state, &caller.read_scope(), current, image_id).await?;
+    Ok(state
+        .engine()
+        .upgrade_device(
+            &caller.write_scope(),
+            device.id,
+            image_id,
+            options,
+            caller.may_force(device.organization_id),
+        )
+        .await?)
 }
 
 async fn existing_record(state: &ApiState, device: &Device) -> Result<DeviceFirmware, ApiError> {

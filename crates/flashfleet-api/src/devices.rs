@@ -380,7 +380,7 @@ pub async fn activate(
 }
 
 /// The device `id` if the caller sees it; upstream's 404 "device not found" otherwise.
-pub(crate) async fn visible_device(
+pub async fn visible_device(
     state: &ApiState,
     scope: &Scope,
     id: DeviceId,
@@ -394,7 +394,7 @@ pub(crate) async fn visible_device(
 
 /// A device the caller may change: visible (else 404), of an organization the caller manages
 /// (else 403), not deactivated (else 403 with `deactivated`).
-pub(crate) async fn writable_device(
+pub async fn writable_device(
     state: &ApiState,
     caller: &Caller,
     id: DeviceId,

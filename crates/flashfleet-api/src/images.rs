@@ -111,7 +111,7 @@ impl ImageJson {
 
 /// The label and boards of an image: from the map, or from its metadata for types the map
 /// does not know.
-fn image_boards(state: &ApiState, image: &FirmwareImage) -> (Option<String>, Vec<String>) {
+pub fn image_boards(state: &ApiState, image: &FirmwareImage) -> (Option<String>, Vec<String>) {
     if let Some(entry) = state.image_map().entry(&image.image_type) {
         return (Some(entry.label().to_owned()), entry.boards().to_vec());
     }
@@ -196,15 +196,36 @@ pub async fn create(
     build: web::Path<Uuid>,
     multipart: Multipart,
 ) -> Result<HttpResponse, ApiError> {
-    let (build, category) = parent_build(&state, &caller.read_scope(), BuildId(*build)).await?;
+    let stored = upload(
+        &state,
+        &caller,
+        BuildId(*build),
+        content_length(&request),
+        multipart,
+    )
+    .await?;
+    Ok(HttpResponse::Created().json(ImageJson::new(stored, &request, &state)))
+}
+
+/// Uploads an image into build `build` for `caller` from a multipart form (`file`, `type`,
+/// `details`; other fields are ignored) of `content_length` bytes: the stored image. The file
+/// streams to storage and is kept only once it passed every check.
+pub async fn upload(
+    state: &ApiState,
+    caller: &Caller,
+    build: BuildId,
+    content_length: Option<u64>,
+    multipart: Multipart,
+) -> Result<FirmwareImage, ApiError> {
+    let (build, category) = parent_build(state, &caller.read_scope(), build).await?;
     caller.require_change(category.organization_id)?;
-    if let (Some(limit), Some(length)) = (state.config().max_file_size, content_length(&request))
+    if let (Some(limit), Some(length)) = (state.config().max_file_size, content_length)
         && length > limit.saturating_add(MULTIPART_OVERHEAD_BYTES)
     {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    let form = read_upload_form(&state, build.id, multipart).await?;
-    let image = match validate_upload(&state, build.id, &form) {
+    let form = read_upload_form(state, build.id, multipart).await?;
+    let image = match validate_upload(state, build.id, &form) {
         Ok(image) => image,
         Err(error) => {
             if let Some(staged) = form.staged {
@@ -227,7 +248,7 @@ pub async fn create(
     let stored = match state.repository().insert_image(&image.into_image()).await {
         Ok(stored) => stored,
         Err(error) => {
-            delete_files(&state, std::slice::from_ref(&storage_key)).await;
+            delete_files(state, std::slice::from_ref(&storage_key)).await;
             return Err(error.into());
         }
     };
@@ -235,7 +256,7 @@ pub async fn create(
     if let Err(error) = state.engine().image_added(stored.id).await {
         tracing::warn!(image = %stored.id, %error, "could not record which devices run the new image");
     }
-    Ok(HttpResponse::Created().json(ImageJson::new(stored, &request, &state)))
+    Ok(stored)
 }
 
 /// One image of a build.

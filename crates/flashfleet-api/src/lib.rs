@@ -56,7 +56,9 @@ pub use crate::auth::{AuthError, AuthRequest, Authenticator, Caller, TokenAuthen
 pub use crate::config::{ApiConfig, Throttle};
 pub use crate::error::{ApiError, PROBLEM_JSON};
 pub use crate::openapi::{ApiDoc, document_json as openapi_json};
-pub use crate::request_context::{REQUEST_ID_HEADER, RequestId, current_request_id};
+pub use crate::request_context::{
+    REQUEST_ID_HEADER, RequestId, current_request_id, request_context,
+};
 pub use crate::routes::{FIRMWARE_UPGRADER_PREFIX, configure};
 pub use crate::state::ApiState;
 pub use crate::timestamp::Timestamp;

@@ -7,7 +7,7 @@
 //! - `batch-upgrade-operation/<id>/events/`: first the state (`batch`, then one `operation` per
 //!   operation), then an `operation` event for each change of one of its operations and a
 //!   `batch` event (the detail without `upgradeoperations`) for each change of its counters or
-//!   status; `end` once it finished.
+//!   status; once it finished, the final state of every operation not sent yet, then `end`.
 //! - `device/<id>/events/`: `operation` events for the device's operations (the latest five
 //!   first, as upstream's socket sends them); it does not end.
 //!
@@ -225,6 +225,11 @@ impl LiveStream {
                 }
             }
             if self.done {
+                for bytes in self.final_frames().await? {
+                    if sender.send(bytes).await.is_err() {
+                        return Ok(());
+                    }
+                }
                 let _ = sender.send(frame("end", &serde_json::json!({}))).await;
                 return Ok(());
             }
@@ -279,6 +284,31 @@ impl LiveStream {
             }
         }
         Ok(frames)
+    }
+
+    /// Frames for what the client has not seen of a finished mass upgrade's operations: a
+    /// re-read can find the batch finished after listing its operations, while the last of
+    /// them finished in between (its bus event still queued), so the stream reads every
+    /// operation once more before `end`: each is final by then.
+    async fn final_frames(&mut self) -> Result<Vec<Bytes>, ApiError> {
+        let Subject::Batch(id) = self.subject else {
+            return Ok(Vec::new());
+        };
+        let filter = OperationFilter {
+            batch_id: Some(id),
+            ..OperationFilter::default()
+        };
+        let operations = self
+            .state
+            .repository()
+            .list_operations(&self.scope, &filter, PageRequest::all())
+            .await?
+            .items;
+        Ok(operations
+            .into_iter()
+            .rev()
+            .filter_map(|operation| self.operation_frame(operation))
+            .collect())
     }
 
     /// Frames for one event of the bus, if it concerns this stream.

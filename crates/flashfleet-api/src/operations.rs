@@ -175,26 +175,37 @@ pub async fn cancel(
     caller: Caller,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
+    let cancelled = cancel_operation(&state, &caller, OperationId(*id)).await?;
+    Ok(HttpResponse::Ok().json(CancelledJson {
+        message: "Upgrade operation cancelled successfully".into(),
+        operation: cancelled.into(),
+    }))
+}
+
+/// Cancels the operation `id` for `caller`, if it has not started flashing (409 once it has,
+/// or once it ended; 404 when the caller cannot see it; 403 when it may not change its device).
+pub async fn cancel_operation(
+    state: &ApiState,
+    caller: &Caller,
+    id: OperationId,
+) -> Result<UpgradeOperation, ApiError> {
     let not_found = || {
         ApiError::not_found("Upgrade operation not found")
             .with_member("error", "Upgrade operation not found")
     };
     let operation = state
         .repository()
-        .operation(&caller.read_scope(), OperationId(*id))
+        .operation(&caller.read_scope(), id)
         .await?
         .ok_or_else(not_found)?;
-    let device = visible_device(&state, &caller.read_scope(), operation.device_id).await?;
+    let device = visible_device(state, &caller.read_scope(), operation.device_id).await?;
     caller.require_change(Some(device.organization_id))?;
     match state
         .engine()
         .cancel_operation(&caller.write_scope(), operation.id)
         .await
     {
-        Ok(cancelled) => Ok(HttpResponse::Ok().json(CancelledJson {
-            message: "Upgrade operation cancelled successfully".into(),
-            operation: cancelled.into(),
-        })),
+        Ok(cancelled) => Ok(cancelled),
         Err(flashfleet_engine::EngineError::Repository(flashfleet_models::RepoError::Cancel(
             error,
         ))) => {

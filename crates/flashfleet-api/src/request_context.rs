@@ -32,7 +32,7 @@ pub fn current_request_id() -> Option<String> {
 /// Middleware (for `actix_web::middleware::from_fn`): gives the request an id (a client's own
 /// `X-Request-Id` when it is a short printable token, a new UUID otherwise), serves it inside a
 /// `request` span with that id, and logs one line per request with its status and duration.
-pub(crate) async fn request_context(
+pub async fn request_context(
     request: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody + 'static>, Error> {

@@ -13,7 +13,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use flashfleet_boards::Verdict;
 use flashfleet_engine::{MassUpgradeRequest, UpgradePlan};
 use flashfleet_models::{
-    BuildId, DeviceGroupId, DeviceId, RepoError, Scope, UpgradeOptions, ValidationErrors,
+    BuildId, Category, DeviceGroupId, DeviceId, RepoError, Scope, UpgradeOptions, ValidationErrors,
 };
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -178,12 +178,23 @@ pub async fn dry_run(
     let mut mass_upgrade = read_request(&mut query, build.id);
     query.finish()?;
     mass_upgrade.upgrade_all = true;
+    Ok(HttpResponse::Ok().json(plan(&state, &scope, &mass_upgrade).await?))
+}
+
+/// The dry run of `mass_upgrade` for a caller whose read scope is `scope`: the devices it
+/// would touch (of the caller's organizations only), each with its image and verdict, and
+/// those it would leave out, with the reason. Check first that the caller sees the build.
+pub async fn plan(
+    state: &ApiState,
+    scope: &Scope,
+    mass_upgrade: &MassUpgradeRequest,
+) -> Result<DryRunJson, ApiError> {
     let plan = state
         .engine()
-        .plan_mass_upgrade(&scope, &mass_upgrade)
+        .plan_mass_upgrade(scope, mass_upgrade)
         .await
         .map_err(filter_errors)?;
-    Ok(HttpResponse::Ok().json(dry_run_json(&scope, &mass_upgrade, plan)))
+    Ok(dry_run_json(scope, mass_upgrade, plan))
 }
 
 /// Starts a mass upgrade of this build: `201 {"batch": <id>}`.
@@ -207,13 +218,26 @@ pub async fn start(
     mass_upgrade.upgrade_all = input.boolean("upgrade_all").unwrap_or(false);
     mass_upgrade.details = input.object("details").unwrap_or_default();
     input.finish()?;
+    Ok(HttpResponse::Created()
+        .json(start_mass_upgrade(&caller, &state, &category, &mass_upgrade).await?))
+}
+
+/// Starts `mass_upgrade` (of a build of `category`) for `caller`: the engine queues one
+/// operation per device; `-F` needs an owner of the category's organization or a superuser.
+/// Check first that the caller sees the build and may change it.
+pub async fn start_mass_upgrade(
+    caller: &Caller,
+    state: &ApiState,
+    category: &Category,
+    mass_upgrade: &MassUpgradeRequest,
+) -> Result<StartedJson, ApiError> {
     let allow_force = match category.organization_id {
         Some(organization) => caller.may_force(organization),
         None => caller.actor.is_superuser,
     };
     let started = state
         .engine()
-        .start_mass_upgrade(&caller.write_scope(), &mass_upgrade, allow_force)
+        .start_mass_upgrade(&caller.write_scope(), mass_upgrade, allow_force)
         .await
         .map_err(|error| match filter_errors(error) {
             // Upstream answers its batch errors as {"error": "<message>"}.
@@ -223,8 +247,8 @@ pub async fn start(
             }
             other => other,
         })?;
-    tracing::info!(batch = %started.batch.id, build = %build.id, operations = started.operations.len(), "mass upgrade started");
-    Ok(HttpResponse::Created().json(StartedJson {
+    tracing::info!(batch = %started.batch.id, build = ?mass_upgrade.build_id, operations = started.operations.len(), "mass upgrade started");
+    Ok(StartedJson {
         batch: started.batch.id.0,
         operations: started.operations.len(),
         skipped: started
@@ -236,7 +260,7 @@ pub async fn start(
                 reason: skipped.reason,
             })
             .collect(),
-    }))
+    })
 }
 
 /// The parameters common to the dry run (query) and the start (body).

@@ -46,7 +46,7 @@ pub const INVALID_CREDENTIALS: &str = "Unable to log in with provided credential
 pub const TOKEN_NAME: &str = "api";
 
 /// The most characters of a password accepted (argon2 reads any length; this bounds the work).
-const PASSWORD_MAX_LENGTH: usize = 4096;
+pub const PASSWORD_MAX_LENGTH: usize = 4096;
 /// The most characters of an e-mail address (Django's `EmailField`).
 const EMAIL_MAX_LENGTH: usize = 254;
 /// The message when a user would belong to none of the caller's organizations.
@@ -188,10 +188,8 @@ pub async fn obtain_token(
     state: web::Data<ApiState>,
     mut input: Input,
 ) -> Result<HttpResponse, ApiError> {
-    let address = request
-        .peer_addr()
-        .map_or_else(|| "unknown".to_owned(), |address| address.ip().to_string());
-    state.check_throttle(&format!("token-address:{address}"))?;
+    let address = request.peer_addr();
+    check_address_throttle(&state, address)?;
     let username = input.required_string("username", USERNAME_MAX_LENGTH);
     let password = input.required_string("password", PASSWORD_MAX_LENGTH);
     input.finish()?;
@@ -201,8 +199,40 @@ pub async fn obtain_token(
             "checked fields are missing",
         ));
     };
+    let Some(user) = check_password(&state, &username, password).await? else {
+        return Err(ApiError::invalid_field(
+            "non_field_errors",
+            INVALID_CREDENTIALS,
+        ));
+    };
+    let token = NewApiToken::generate(user.id, TOKEN_NAME)
+        .map_err(|error| ApiError::internal("making a token", error))?;
+    state.repository().insert_token(&token.token).await?;
+    tracing::info!(user = %user.username, token = %token.token.id, "made a token");
+    Ok(HttpResponse::Ok().json(TokenJson {
+        token: token.secret.expose().to_owned(),
+    }))
+}
+
+/// Counts a sign-in attempt from `address` against the rate limit of sign-ins per address.
+pub fn check_address_throttle(
+    state: &ApiState,
+    address: Option<std::net::SocketAddr>,
+) -> Result<(), ApiError> {
+    let address = address.map_or_else(|| "unknown".to_owned(), |address| address.ip().to_string());
+    state.check_throttle(&format!("token-address:{address}"))
+}
+
+/// The active user `username` if `password` is theirs (counted against the rate limit of
+/// sign-ins per username). Unknown users cost the same work, so the time taken does not tell
+/// which usernames exist.
+pub async fn check_password(
+    state: &ApiState,
+    username: &str,
+    password: String,
+) -> Result<Option<User>, ApiError> {
     state.check_throttle(&format!("token-username:{username}"))?;
-    let user = state.repository().user_by_username(&username).await?;
+    let user = state.repository().user_by_username(username).await?;
     let hash = user
         .as_ref()
         .filter(|user| user.is_active)
@@ -218,19 +248,7 @@ pub async fn obtain_token(
     })
     .await
     .map_err(|error| ApiError::internal("checking a password", error))?;
-    let Some(user) = user.filter(|_| verified) else {
-        return Err(ApiError::invalid_field(
-            "non_field_errors",
-            INVALID_CREDENTIALS,
-        ));
-    };
-    let token = NewApiToken::generate(user.id, TOKEN_NAME)
-        .map_err(|error| ApiError::internal("making a token", error))?;
-    state.repository().insert_token(&token.token).await?;
-    tracing::info!(user = %user.username, token = %token.token.id, "made a token");
-    Ok(HttpResponse::Ok().json(TokenJson {
-        token: token.secret.expose().to_owned(),
-    }))
+    Ok(user.filter(|_| verified))
 }
 
 /// Lists the users the caller sees, by username.

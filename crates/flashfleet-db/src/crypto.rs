@@ -27,6 +27,18 @@ impl SecretKey {
         Ok(Self(key))
     }
 
+    /// A key for another `purpose` (such as signing session cookies), derived from this one:
+    /// SHA-256 of the key and the purpose, so that a key of one purpose tells nothing of this
+    /// key or of another purpose's.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        use sha2::Digest as _;
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(self.0);
+        hasher.update(b"\0flashfleet key for: ");
+        hasher.update(purpose.as_bytes());
+        hasher.finalize().into()
+    }
+
     /// The key from its base64 form (32 bytes once decoded), as configuration holds it.
     pub fn from_base64(text: &str) -> Result<Self, DbError> {
         let bytes = STANDARD
@@ -114,6 +126,26 @@ impl SecretCipher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn derived_keys_are_stable_per_purpose_and_differ_between_purposes_and_keys() {
+        let key = SecretKey::generate().unwrap();
+        let same = SecretKey::from_base64(&key.to_base64()).unwrap();
+        assert_eq!(
+            key.derive("dashboard sessions"),
+            same.derive("dashboard sessions")
+        );
+        assert_ne!(
+            key.derive("dashboard sessions"),
+            key.derive("another purpose")
+        );
+        assert_ne!(key.derive("dashboard sessions"), key.0);
+        let other = SecretKey::generate().unwrap();
+        assert_ne!(
+            key.derive("dashboard sessions"),
+            other.derive("dashboard sessions")
+        );
+    }
 
     #[test]
     fn a_secret_round_trips_and_is_not_stored_in_clear() {

@@ -1,5 +1,5 @@
-//! `flashfleet serve`: the REST API and the upgrade engine in one process, plus `/healthz`,
-//! `/readyz` and `/metrics`.
+//! `flashfleet serve`: the REST API, the web dashboard (at `/`) and the upgrade engine in one
+//! process, plus `/healthz`, `/readyz` and `/metrics`.
 //!
 //! Shutdown (SIGTERM or SIGINT): the server stops being ready, stops claiming upgrades, has
 //! every upgrade in flight stop at its next persisted step and give its lease back (so a
@@ -17,6 +17,7 @@ use std::time::Duration;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context as _;
 use flashfleet_api::ApiState;
+use flashfleet_dashboard::Dashboard;
 use flashfleet_models::repository::DirectoryRepository;
 use flashfleet_models::{PageRequest, Scope, StorageKey};
 use flashfleet_storage::StorageError;
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::secret_key;
 use crate::stack::Stack;
 
 /// How long a stopping server waits for its upgrades to reach a persisted step and for its
@@ -70,7 +72,7 @@ async fn serve(config: &Config, listen: SocketAddr, hints: &mut impl Write) -> a
         .count
         == 0
     {
-        write_first_run_hint(hints, listen)?;
+        write_first_run_hint(hints, listen, config.dashboard.enabled)?;
     }
     let shutdown = CancellationToken::new();
     let ready = Arc::new(AtomicBool::new(true));
@@ -81,14 +83,25 @@ async fn serve(config: &Config, listen: SocketAddr, hints: &mut impl Write) -> a
         let shutdown = shutdown.clone();
         async move { engine.run(shutdown).await }
     });
-    let api = config.api.enabled.then(|| {
-        ApiState::new(
-            Arc::new(stack.db.clone()),
-            stack.engine.clone(),
-            stack.store.clone(),
-            config.api_config(),
-        )
-    });
+    let api_state = ApiState::new(
+        Arc::new(stack.db.clone()),
+        stack.engine.clone(),
+        stack.store.clone(),
+        config.api_config(),
+    );
+    let dashboard = if config.dashboard.enabled {
+        // The session cookies' key comes from the server's secret key, so every server sharing
+        // the secret key (and the database) accepts the same sessions.
+        let (secret_key, _) = secret_key::load_or_generate(config)?;
+        Some(Dashboard::new(
+            api_state.clone(),
+            &secret_key.derive("dashboard sessions"),
+            config.dashboard_config(),
+        ))
+    } else {
+        None
+    };
+    let api = config.api.enabled.then_some(api_state);
     let operations = web::Data::new(Operations {
         stack: stack.clone(),
         metrics,
@@ -105,6 +118,13 @@ async fn serve(config: &Config, listen: SocketAddr, hints: &mut impl Write) -> a
                 .app_data(web::Data::new(api.clone()))
                 .configure(flashfleet_api::configure);
         }
+        if let Some(dashboard) = &dashboard {
+            // Last: the dashboard's scope answers every path the routes above do not.
+            let dashboard = dashboard.clone();
+            app = app.configure(move |service_config| {
+                flashfleet_dashboard::configure(service_config, dashboard)
+            });
+        }
         app
     })
     .disable_signals()
@@ -116,8 +136,9 @@ async fn serve(config: &Config, listen: SocketAddr, hints: &mut impl Write) -> a
     tracing::info!(
         address = %listen,
         api = config.api.enabled,
+        dashboard = config.dashboard.enabled,
         engine = %config.engine_config().name,
-        "serving: the API at http://{listen}/api/v1/ (docs at /api/v1/docs/), health at /healthz and /readyz, metrics at /metrics"
+        "serving: the dashboard at http://{listen}/, the API at http://{listen}/api/v1/ (docs at /api/v1/docs/), health at /healthz and /readyz, metrics at /metrics"
     );
     let mut server = std::pin::pin!(server);
     tokio::select! {
@@ -145,8 +166,12 @@ async fn serve(config: &Config, listen: SocketAddr, hints: &mut impl Write) -> a
     Ok(())
 }
 
-fn write_first_run_hint(hints: &mut impl Write, listen: SocketAddr) -> anyhow::Result<()> {
-    writeln!(
+fn write_first_run_hint(
+    hints: &mut impl Write,
+    listen: SocketAddr,
+    dashboard: bool,
+) -> anyhow::Result<()> {
+    write!(
         hints,
         "flashfleet: no user exists yet. Create an administrator and an API token with:\n\
          \n    flashfleet createsuperuser --username admin --password '<a password>'\n    \
@@ -155,7 +180,16 @@ fn write_first_run_hint(hints: &mut impl Write, listen: SocketAddr) -> anyhow::R
          http://{listen}/api/v1/users/token/ ; then call the API with the header\n    \
          Authorization: Bearer <token>\n"
     )
-    .context("could not write to standard error")
+    .context("could not write to standard error")?;
+    if dashboard {
+        writeln!(
+            hints,
+            "The dashboard is at http://{listen}/ (sign in with the administrator's username \
+             and password)."
+        )
+        .context("could not write to standard error")?;
+    }
+    writeln!(hints).context("could not write to standard error")
 }
 
 /// The name of the first stop signal received.

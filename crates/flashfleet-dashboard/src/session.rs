@@ -1,0 +1,211 @@
+//! Sessions: an encrypted, authenticated cookie (`flashfleet_session`) holding who signed in,
+//! until when, and the session's CSRF token; and the [`Viewer`] extractor of signed-in pages.
+//!
+//! The cookie is encrypted with AES-256-GCM under a key derived from the server's secret key
+//! (actix-web's private cookie jar), so a client can neither read nor forge it, and every
+//! server sharing the secret key accepts it. Each request re-reads the user: a deactivated user
+//! or a removed membership takes effect at once.
+
+use actix_web::cookie::{Cookie, CookieJar, SameSite, time};
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use chrono::Utc;
+use flashfleet_api::Caller;
+use flashfleet_models::UserId;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::Dashboard;
+use crate::error::DashboardError;
+
+/// The name of the session cookie.
+pub(crate) const COOKIE_NAME: &str = "flashfleet_session";
+
+/// What the session cookie holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Session {
+    /// Who signed in; `None` before signing in (the sign-in form's CSRF token only).
+    user: Option<Uuid>,
+    /// The CSRF token every form of this session carries.
+    pub(crate) csrf: String,
+    /// Until when the session is valid (Unix seconds).
+    expires: i64,
+}
+
+impl Session {
+    /// A new session of `user` (or anonymous), with a fresh CSRF token.
+    pub(crate) fn new(
+        dashboard: &Dashboard,
+        user: Option<UserId>,
+    ) -> Result<Session, DashboardError> {
+        let lifetime =
+            i64::try_from(dashboard.config().session_lifetime.as_secs()).unwrap_or(i64::MAX);
+        Ok(Session {
+            user: user.map(|user| user.0),
+            csrf: random_token()?,
+            expires: Utc::now().timestamp().saturating_add(lifetime),
+        })
+    }
+
+    /// The valid session of `request`, if it has one.
+    pub(crate) fn of_request(dashboard: &Dashboard, request: &HttpRequest) -> Option<Session> {
+        let cookie = request.cookie(COOKIE_NAME)?;
+        let mut jar = CookieJar::new();
+        jar.add_original(cookie);
+        let decrypted = jar.private(dashboard.session_key()).get(COOKIE_NAME)?;
+        let session: Session = serde_json::from_str(decrypted.value()).ok()?;
+        (session.expires > Utc::now().timestamp()).then_some(session)
+    }
+
+    /// Who signed in.
+    pub(crate) fn user(&self) -> Option<UserId> {
+        self.user.map(UserId)
+    }
+
+    /// Whether `token` is this session's CSRF token (compared in constant time).
+    pub(crate) fn check_csrf(&self, token: &str) -> Result<(), DashboardError> {
+        let expected = self.csrf.as_bytes();
+        let given = token.as_bytes();
+        let difference = expected.iter().zip(given).fold(
+            u8::from(expected.len() != given.len()),
+            |difference, (a, b)| difference | (a ^ b),
+        );
+        if difference == 0 && !expected.is_empty() {
+            Ok(())
+        } else {
+            Err(DashboardError::Csrf)
+        }
+    }
+
+    /// Sets this session's cookie on `response`.
+    pub(crate) fn store(
+        &self,
+        dashboard: &Dashboard,
+        response: &mut HttpResponse,
+    ) -> Result<(), DashboardError> {
+        let value = serde_json::to_string(self)
+            .map_err(|error| DashboardError::internal("writing a session", error))?;
+        let mut jar = CookieJar::new();
+        jar.private_mut(dashboard.session_key()).add(session_cookie(
+            dashboard,
+            value,
+            Some(self.expires),
+        ));
+        for cookie in jar.delta() {
+            response
+                .add_cookie(cookie)
+                .map_err(|error| DashboardError::internal("setting a cookie", error))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the session cookie (signing out).
+    pub(crate) fn clear(
+        dashboard: &Dashboard,
+        response: &mut HttpResponse,
+    ) -> Result<(), DashboardError> {
+        let mut cookie = session_cookie(dashboard, String::new(), None);
+        cookie.make_removal();
+        response
+            .add_cookie(&cookie)
+            .map_err(|error| DashboardError::internal("removing a cookie", error))
+    }
+}
+
+fn session_cookie(dashboard: &Dashboard, value: String, expires: Option<i64>) -> Cookie<'static> {
+    let mut cookie = Cookie::build(COOKIE_NAME, value)
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(dashboard.config().secure_cookie)
+        .finish();
+    if let Some(expires) =
+        expires.and_then(|expires| time::OffsetDateTime::from_unix_timestamp(expires).ok())
+    {
+        cookie.set_expires(expires);
+    }
+    cookie
+}
+
+/// 32 random bytes, hexadecimal.
+fn random_token() -> Result<String, DashboardError> {
+    let mut bytes = [0_u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|error| DashboardError::internal("making a CSRF token", error.to_string()))?;
+    Ok(hex::encode(bytes))
+}
+
+/// The signed-in user of a page: extracting it requires a valid session (else the browser is
+/// sent to the sign-in page) of an active user.
+#[derive(Clone, Debug)]
+pub(crate) struct Viewer {
+    /// The user as the API sees callers (roles, scopes, `-F`).
+    pub(crate) caller: Caller,
+    /// The session.
+    pub(crate) session: Session,
+}
+
+impl Viewer {
+    /// `Ok` when `token` is the session's CSRF token.
+    pub(crate) fn check_csrf(&self, token: &str) -> Result<(), DashboardError> {
+        self.session.check_csrf(token)
+    }
+}
+
+impl FromRequest for Viewer {
+    type Error = DashboardError;
+    type Future = futures_util::future::LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(request: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        let dashboard = request.app_data::<web::Data<Dashboard>>().cloned();
+        let request = request.clone();
+        Box::pin(async move {
+            let dashboard = dashboard.ok_or_else(|| {
+                DashboardError::internal(
+                    "mounting the dashboard",
+                    "web::Data<Dashboard> is missing",
+                )
+            })?;
+            let sign_in = || DashboardError::SignIn {
+                next: request
+                    .uri()
+                    .path_and_query()
+                    .map_or_else(|| "/".to_owned(), |path| path.as_str().to_owned()),
+            };
+            let session = Session::of_request(&dashboard, &request).ok_or_else(sign_in)?;
+            let user = session.user().ok_or_else(sign_in)?;
+            let repository = dashboard.api().repository();
+            let actor = repository
+                .actor(user)
+                .await
+                .map_err(|error| DashboardError::internal("reading the signed-in user", error))?
+                .ok_or_else(sign_in)?;
+            Ok(Viewer {
+                caller: Caller { actor },
+                session,
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(csrf: &str) -> Session {
+        Session {
+            user: None,
+            csrf: csrf.to_owned(),
+            expires: 0,
+        }
+    }
+
+    #[test]
+    fn only_the_sessions_own_token_passes() {
+        assert!(session("abc").check_csrf("abc").is_ok());
+        assert!(session("abc").check_csrf("abd").is_err());
+        assert!(session("abc").check_csrf("ab").is_err());
+        assert!(session("abc").check_csrf("abcd").is_err());
+        assert!(session("").check_csrf("").is_err());
+    }
+}
