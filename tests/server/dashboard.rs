@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{IMAGE_FILE, MODEL, NEW_VERSION, fleet, import_fleet, new_image, sites};
+use crate::client::{IMAGE_FILE, MODEL, NEW_VERSION, new_image};
+use crate::support::{fleet, import_fleet, sites};
 use crate::webdriver::chromedriver;
 
 /// How many simulated devices the mass upgrade upgrades.
@@ -30,7 +31,7 @@ async fn an_operator_runs_a_mass_upgrade_from_the_dashboard_and_watches_it_live(
         };
         let shot = |name: &str| screenshots.join(format!("{backend}-{name}.png"));
         let token = site.admin_token();
-        let fleet = fleet(DEVICES, 90 + index as u8, Duration::from_millis(800)).await;
+        let fleet = fleet(DEVICES, 100 + index as u8, Duration::from_millis(800)).await;
         import_fleet(&site, &fleet);
         let server = site.serve("dashboard", &[]).await;
         let api = server.api(&token);
