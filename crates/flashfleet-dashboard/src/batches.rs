@@ -9,7 +9,6 @@ use askama::Template;
 use flashfleet_api::live::{LiveStream, Subject, event_stream};
 use flashfleet_models::repository::{BatchFilter, DeviceFilter};
 use flashfleet_models::{BatchId, PageRequest, Scope};
-use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::Dashboard;
@@ -214,18 +213,12 @@ pub(crate) async fn events(
     )))
 }
 
-/// A form that carries only the CSRF token.
-#[derive(Deserialize)]
-pub(crate) struct CsrfForm {
-    csrf: String,
-}
-
 /// `POST /batches/{id}/cancel`: cancels what has not started flashing.
 pub(crate) async fn cancel(
     dashboard: web::Data<Dashboard>,
     viewer: Viewer,
     id: web::Path<Uuid>,
-    form: web::Form<CsrfForm>,
+    form: web::Form<crate::session::CsrfForm>,
 ) -> Result<HttpResponse, DashboardError> {
     viewer.check_csrf(&form.csrf)?;
     let cancelled =

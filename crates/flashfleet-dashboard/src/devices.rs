@@ -301,18 +301,12 @@ pub(crate) async fn assign(
     Ok(redirect(&format!("/devices/{}/?done={done}", device.id)))
 }
 
-/// A form that carries only the CSRF token.
-#[derive(Deserialize)]
-pub(crate) struct CsrfForm {
-    csrf: String,
-}
-
 /// `POST /operations/{id}/cancel`: cancels an operation that has not started flashing.
 pub(crate) async fn cancel_operation(
     dashboard: web::Data<Dashboard>,
     viewer: Viewer,
     id: web::Path<Uuid>,
-    form: web::Form<CsrfForm>,
+    form: web::Form<crate::session::CsrfForm>,
 ) -> Result<HttpResponse, DashboardError> {
     viewer.check_csrf(&form.csrf)?;
     let operation = flashfleet_api::operations::cancel_operation(

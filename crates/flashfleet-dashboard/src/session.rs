@@ -209,3 +209,10 @@ mod tests {
         assert!(session("").check_csrf("").is_err());
     }
 }
+
+/// A form that carries only the CSRF token (the cancel buttons).
+#[derive(Deserialize)]
+pub(crate) struct CsrfForm {
+    /// The session's CSRF token.
+    pub(crate) csrf: String,
+}
