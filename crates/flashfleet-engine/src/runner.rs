@@ -132,7 +132,21 @@ pub(crate) async fn run_operation(
         reporter,
         device: device.clone(),
     };
-    if !operation.phase.is_past_flash() && operation.phase != UpgradePhase::Queued {
+    if operation.phase.is_past_flash() {
+        // An earlier attempt stopped after the flash command may have reached the device: say
+        // so before the upgrader only checks what the device runs now.
+        let update = ProgressUpdate {
+            phase: operation.phase,
+            progress: operation.progress,
+            log_line: Some(format!(
+                "The previous attempt stopped in phase \"{}\", after the flash command; checking what the device runs now, without flashing it again.",
+                operation.phase
+            )),
+        };
+        if let Some(stored) = repository.record_progress(operation.id, &update).await? {
+            shared.events.publish(Event::Operation(Box::new(stored)));
+        }
+    } else if operation.phase != UpgradePhase::Queued {
         // An earlier attempt stopped before the flash (its engine died): start it over.
         let update = ProgressUpdate {
             phase: UpgradePhase::Queued,

@@ -219,6 +219,25 @@ async fn an_operation_left_past_the_flash_by_a_crashed_engine_is_only_verified()
                 test_db.backend()
             );
         }
+        // The log tells the operator what the recovering engine did with each.
+        let log_of = |operation: &flashfleet_models::UpgradeOperation| {
+            let id = operation.id;
+            async move { db.operation(&Scope::All, id).await.unwrap().unwrap().log }
+        };
+        let before_log = log_of(&before_flash).await;
+        assert!(
+            before_log.contains(
+                "The previous attempt stopped in phase \"uploading\" before the flash; starting again."
+            ),
+            "{before_log}"
+        );
+        let after_log = log_of(&after_flash).await;
+        assert!(
+            after_log.contains(
+                "The previous attempt stopped in phase \"flashing\", after the flash command; checking what the device runs now"
+            ),
+            "{after_log}"
+        );
     }
 }
 
