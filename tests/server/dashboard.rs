@@ -30,27 +30,11 @@ async fn an_operator_runs_a_mass_upgrade_from_the_dashboard_and_watches_it_live(
             "sqlite"
         };
         let shot = |name: &str| screenshots.join(format!("{backend}-{name}.png"));
-        let token = site.admin_token();
+        // The administrator the browser signs in as.
+        site.admin_token();
         let fleet = fleet(DEVICES, 100 + index as u8, Duration::from_millis(800)).await;
         import_fleet(&site, &fleet);
         let server = site.serve("dashboard", &[]).await;
-        let api = server.api(&token);
-        let (status, category) = api
-            .post(
-                "/api/v1/firmware-upgrader/category/",
-                json!({"name": "Archer C7", "organization": null}),
-            )
-            .await;
-        assert_eq!(status, 201, "{category}");
-        let (status, build) = api
-            .post(
-                "/api/v1/firmware-upgrader/build/",
-                json!({"category": category["id"], "version": NEW_VERSION,
-                       "os": format!("OpenWrt {NEW_VERSION} r28427-6df0e3d02a")}),
-            )
-            .await;
-        assert_eq!(status, 201, "{build}");
-        let build = build["id"].as_str().unwrap().to_owned();
         let image_path = directory.path().join(IMAGE_FILE);
         std::fs::write(&image_path, new_image()).unwrap();
 
@@ -94,16 +78,75 @@ async fn an_operator_runs_a_mass_upgrade_from_the_dashboard_and_watches_it_live(
             .wait_for("return location.pathname === '/builds/';", PAGE_LOAD)
             .await;
         assert_eq!(browser.url().await, format!("{base}/builds/"));
-        browser.screenshot(&shot("02-builds")).await;
+        browser.screenshot(&shot("02-builds-empty")).await;
 
-        // The build's page: upload the image, see its metadata and detected boards.
-        browser.click(&format!("a[href='/builds/{build}/']")).await;
+        // A shared category, then a build of it, through the dashboard's forms.
+        browser.goto(&format!("{base}/categories/")).await;
+        browser.type_into("#category-name", "Archer C7").await;
+        browser
+            .run("document.getElementById('category-organization').value = '';")
+            .await;
+        browser.click("#category-create").await;
+        browser
+            .wait_for(
+                "return location.search.includes('created=') && document.readyState === 'complete';",
+                PAGE_LOAD,
+            )
+            .await;
+        let created = browser.text("tr.highlighted").await;
+        assert!(created.contains("Archer C7"), "{created}");
+        assert!(created.contains("shared"), "{created}");
+        browser.screenshot(&shot("03-category-created")).await;
+        browser.goto(&format!("{base}/builds/")).await;
+        // A refused form comes back with the API's message and what was typed.
+        browser
+            .type_into("#build-os", "OpenWrt without a version")
+            .await;
+        browser
+            .run("document.getElementById('build-version').removeAttribute('required');")
+            .await;
+        browser.click("#build-create").await;
+        browser
+            .wait_for(
+                "return document.querySelector('#build-form .notice-error') !== null;",
+                PAGE_LOAD,
+            )
+            .await;
+        let refusal = browser.text("#build-form .notice-error").await;
+        assert!(refusal.contains("version"), "{refusal}");
+        assert_eq!(
+            browser
+                .run("return document.getElementById('build-os').value;")
+                .await,
+            "OpenWrt without a version"
+        );
+        browser
+            .run("document.getElementById('build-os').value = '';")
+            .await;
+        browser.type_into("#build-version", NEW_VERSION).await;
+        browser
+            .type_into(
+                "#build-os",
+                &format!("OpenWrt {NEW_VERSION} r28427-6df0e3d02a"),
+            )
+            .await;
+        browser.click("#build-create").await;
+
+        // The new build's page: upload the image, see its metadata and detected boards.
         browser
             .wait_for(
                 "return document.getElementById('upload-form') !== null;",
                 PAGE_LOAD,
             )
             .await;
+        let build_url = browser.url().await;
+        let build = build_url
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        assert!(uuid::Uuid::parse_str(&build).is_ok(), "{build_url}");
         browser
             .type_into("#image-file", image_path.to_str().unwrap())
             .await;
@@ -120,7 +163,7 @@ async fn an_operator_runs_a_mass_upgrade_from_the_dashboard_and_watches_it_live(
             card.contains(NEW_VERSION),
             "the release of the metadata: {card}"
         );
-        browser.screenshot(&shot("03-build-uploaded")).await;
+        browser.screenshot(&shot("04-build-uploaded")).await;
 
         // The mass-upgrade flow: options, dry run, confirmation.
         browser.click("#plan-mass-upgrade").await;
@@ -141,7 +184,7 @@ async fn an_operator_runs_a_mass_upgrade_from_the_dashboard_and_watches_it_live(
         assert_eq!(browser.text("#plan-total").await, DEVICES.to_string());
         let plan = browser.text("#plan-table").await;
         assert_eq!(plan.matches("✓ compatible").count(), DEVICES, "{plan}");
-        browser.screenshot(&shot("04-dry-run")).await;
+        browser.screenshot(&shot("05-dry-run")).await;
         browser.click("#confirm-button").await;
         browser
             .wait_for(
@@ -158,7 +201,7 @@ async fn an_operator_runs_a_mass_upgrade_from_the_dashboard_and_watches_it_live(
             .await;
         let success_at_load: usize = browser.text("#counter-success").await.parse().unwrap();
         assert!(success_at_load < DEVICES, "the page loaded before the end");
-        browser.screenshot(&shot("05-batch-started")).await;
+        browser.screenshot(&shot("06-batch-started")).await;
         browser
             .wait_for(
                 &format!(
@@ -183,11 +226,11 @@ async fn an_operator_runs_a_mass_upgrade_from_the_dashboard_and_watches_it_live(
         );
         let rows = browser.text("#operations").await;
         assert_eq!(rows.matches("success").count(), DEVICES, "{rows}");
-        browser.screenshot(&shot("06-batch-finished")).await;
+        browser.screenshot(&shot("07-batch-finished")).await;
 
         // The devices, one device's history, the categories, the list of mass upgrades.
         browser.goto(&format!("{base}/devices/")).await;
-        browser.screenshot(&shot("07-devices")).await;
+        browser.screenshot(&shot("08-devices")).await;
         browser.click("td a[href^='/devices/']").await;
         browser
             .wait_for(
@@ -200,7 +243,7 @@ async fn an_operator_runs_a_mass_upgrade_from_the_dashboard_and_watches_it_live(
         browser
             .run("document.querySelector('.history details').open = true;")
             .await;
-        browser.screenshot(&shot("08-device")).await;
+        browser.screenshot(&shot("09-device")).await;
         // A single upgrade to the image the device already runs queues nothing.
         browser.click("#assign-form button[type=submit]").await;
         browser
@@ -211,10 +254,10 @@ async fn an_operator_runs_a_mass_upgrade_from_the_dashboard_and_watches_it_live(
             .await;
         let notice = browser.text(".notice-success").await;
         assert!(notice.contains("nothing was queued"), "{notice}");
-        browser.goto(&format!("{base}/categories/")).await;
-        browser.screenshot(&shot("09-categories")).await;
+        browser.goto(&format!("{base}/builds/")).await;
+        browser.screenshot(&shot("10-builds")).await;
         browser.goto(&format!("{base}/batches/")).await;
-        browser.screenshot(&shot("10-batches")).await;
+        browser.screenshot(&shot("11-batches")).await;
 
         // Sign out: the pages ask for a sign-in again.
         browser.click(".signout button").await;
@@ -389,15 +432,37 @@ async fn dashboard_pages_follow_the_apis_tenancy_and_roles() {
         let device_page = format!("{}/devices/{device}/", server.base);
         let unknown_image = uuid::Uuid::new_v4().to_string();
 
+        // Eve's organization has more devices than a page of the list shows.
+        for index in 0..101 {
+            let (status, device) = api
+                .post(
+                    "/api/v1/controller/device/",
+                    json!({"organization": organizations[1], "name": format!("other-{index:03}"),
+                           "mac_address": format!("02:00:5e:04:00:{index:02x}")}),
+                )
+                .await;
+            assert_eq!(status, 201, "{device}");
+        }
         let (eve, eve_csrf) = sign_in(&client, &server.base, "eve").await;
-        let list = client
-            .get(format!("{}/devices/", server.base))
-            .header("cookie", &eve)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(list.status(), 200);
-        assert!(!list.text().await.unwrap().contains("acme-gateway"));
+        let list_page = |page: u64| {
+            client
+                .get(format!("{}/devices/?page={page}", server.base))
+                .header("cookie", eve.clone())
+                .send()
+        };
+        let first = list_page(1).await.unwrap();
+        assert_eq!(first.status(), 200);
+        let html = first.text().await.unwrap();
+        assert!(!html.contains("acme-gateway"));
+        assert!(html.contains("1–100 of 101"), "{html}");
+        assert!(html.contains("other-100") && !html.contains("other-000"));
+        assert!(html.contains("href=\"/devices/?page=2\""));
+        let second = list_page(2).await.unwrap().text().await.unwrap();
+        assert!(second.contains("101–101 of 101"), "{second}");
+        assert!(second.contains("other-000") && !second.contains("other-001"));
+        let beyond = list_page(9).await.unwrap();
+        assert_eq!(beyond.status(), 303);
+        assert_eq!(beyond.headers()["location"], "/devices/?page=2");
         let page = client
             .get(&device_page)
             .header("cookie", &eve)
@@ -417,7 +482,65 @@ async fn dashboard_pages_follow_the_apis_tenancy_and_roles() {
             .unwrap();
         assert_eq!(assign.status(), 404);
 
+        // Eve manages "other": she creates categories there, never in "acme".
+        let create_category = |session: &str, csrf: &str, name: &str, organization: &str| {
+            client
+                .post(format!("{}/categories/", server.base))
+                .header("cookie", session.to_owned())
+                .form(&[
+                    ("csrf", csrf),
+                    ("name", name),
+                    ("organization", organization),
+                ])
+                .send()
+        };
+        let created = create_category(&eve, &eve_csrf, "eve's", &organizations[1])
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 303);
+        let refused = create_category(&eve, &eve_csrf, "not eve's", &organizations[0])
+            .await
+            .unwrap();
+        assert!(refused.status().is_client_error(), "{}", refused.status());
+        let refused = create_category(&eve, &eve_csrf, "shared by eve", "")
+            .await
+            .unwrap();
+        assert!(refused.status().is_client_error(), "{}", refused.status());
+        let forged = create_category(&eve, "forged", "no token", &organizations[1])
+            .await
+            .unwrap();
+        assert_eq!(forged.status(), 403);
+        let (_, categories) = api.get("/api/v1/firmware-upgrader/category/").await;
+        let names: Vec<&str> = categories["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|category| category["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["eve's"]);
+
         let (mo, mo_csrf) = sign_in(&client, &server.base, "mo").await;
+        // A member sees no create form, and a forged one is refused.
+        for page in ["categories", "builds"] {
+            let html = client
+                .get(format!("{}/{page}/", server.base))
+                .header("cookie", &mo)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            assert!(
+                !html.contains("<form class=\"card form\""),
+                "{page}: {html}"
+            );
+        }
+        let refused = create_category(&mo, &mo_csrf, "mo's", &organizations[0])
+            .await
+            .unwrap();
+        assert!(refused.status().is_client_error(), "{}", refused.status());
+
         let page = client
             .get(&device_page)
             .header("cookie", &mo)

@@ -143,9 +143,24 @@ pub async fn list(
 pub async fn create(
     state: web::Data<ApiState>,
     caller: Caller,
-    mut input: Input,
+    input: Input,
 ) -> Result<HttpResponse, ApiError> {
-    let category = writable_category(&state, &caller, &mut input).await?;
+    let (stored, category) = create_build(&state, &caller, input).await?;
+    Ok(HttpResponse::Created().json(BuildJson::new(stored, &category)))
+}
+
+/// Creates the build `input` describes (`category`, `version`, `os`, `changelog`, `details`)
+/// with the create endpoint's checks and rules: the handler behind `POST build/`, for other
+/// front ends (the dashboard's form). Returns the build and its category.
+///
+/// # Errors
+/// [`ApiError::Invalid`] with each field's messages, or the repository's error.
+pub async fn create_build(
+    state: &ApiState,
+    caller: &Caller,
+    mut input: Input,
+) -> Result<(Build, Category), ApiError> {
+    let category = writable_category(state, caller, &mut input).await?;
     let version = input.required_string("version", VERSION_MAX_LENGTH);
     let os = input.nullable_string("os", OS_MAX_LENGTH).flatten();
     let changelog = input
@@ -165,7 +180,7 @@ pub async fn create(
     build.details = details;
     build.validate()?;
     let stored = state.repository().insert_build(&build.into_build()).await?;
-    Ok(HttpResponse::Created().json(BuildJson::new(stored, &category)))
+    Ok((stored, category))
 }
 
 /// One build.

@@ -116,13 +116,28 @@ pub async fn list(
 pub async fn create(
     state: web::Data<ApiState>,
     caller: Caller,
-    mut input: Input,
+    input: Input,
 ) -> Result<HttpResponse, ApiError> {
+    let stored = create_category(&state, &caller, input).await?;
+    Ok(HttpResponse::Created().json(CategoryJson::from(stored)))
+}
+
+/// Creates the category `input` describes (`name`, `description`, `organization`, `details`)
+/// with the create endpoint's checks and rules: the handler behind `POST category/`, for
+/// other front ends (the dashboard's form).
+///
+/// # Errors
+/// [`ApiError::Invalid`] with each field's messages, or the repository's error.
+pub async fn create_category(
+    state: &ApiState,
+    caller: &Caller,
+    mut input: Input,
+) -> Result<Category, ApiError> {
     let name = input.required_string("name", NAME_MAX_LENGTH);
     let description = input
         .optional_string("description", DESCRIPTION_MAX_LENGTH)
         .unwrap_or_default();
-    let organization_id = category_organization(&state, &caller, &mut input).await?;
+    let organization_id = category_organization(state, caller, &mut input).await?;
     let details = input.object("details").unwrap_or_default();
     input.finish()?;
     let Some(name) = name else {
@@ -135,11 +150,10 @@ pub async fn create(
     category.description = description;
     category.details = details;
     category.validate()?;
-    let stored = state
+    Ok(state
         .repository()
         .insert_category(&category.into_category())
-        .await?;
-    Ok(HttpResponse::Created().json(CategoryJson::from(stored)))
+        .await?)
 }
 
 /// One category.

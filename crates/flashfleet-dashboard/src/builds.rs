@@ -1,15 +1,17 @@
-//! Builds and their images: `GET /builds/`, `GET /builds/{id}/` (the images with their
-//! metadata and boards, the upload form) and `POST /builds/{id}/images` (the upload, through
-//! the API's own upload path: streamed to storage, checked, then kept).
+//! Builds and their images: `GET /builds/` (with the form of a new build), `POST /builds/`
+//! (through the API's own create path), `GET /builds/{id}/` (the images with their metadata
+//! and boards, the upload form) and `POST /builds/{id}/images` (the upload, through the API's
+//! own upload path: streamed to storage, checked, then kept).
 
 use actix_multipart::Multipart;
 use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
-use flashfleet_models::repository::{BuildFilter, ImageFilter};
+use flashfleet_models::repository::{BuildFilter, CategoryFilter, ImageFilter};
 use flashfleet_models::{Build, BuildId, Category, PageRequest};
 use serde::Deserialize;
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::Dashboard;
@@ -25,11 +27,39 @@ struct BuildRow {
     created: String,
 }
 
+/// A category the new-build form offers.
+struct CategoryChoice {
+    id: String,
+    name: String,
+}
+
 #[derive(Template)]
 #[template(path = "builds.html")]
 struct BuildsPage {
     layout: Layout,
     builds: Vec<BuildRow>,
+    /// The categories the viewer may add builds to; empty: no form.
+    categories: Vec<CategoryChoice>,
+    /// What the form held when it was refused, and why.
+    form: BuildForm,
+    error: Option<String>,
+}
+
+/// The fields of the new-build form.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct BuildForm {
+    /// The session's CSRF token.
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    category: String,
+    #[serde(default)]
+    version: String,
+    /// The OS identifier; empty for none.
+    #[serde(default)]
+    os: String,
+    #[serde(default)]
+    changelog: String,
 }
 
 /// One image as its build's page shows it.
@@ -69,14 +99,68 @@ pub(crate) async fn list(
     dashboard: web::Data<Dashboard>,
     viewer: Viewer,
 ) -> Result<HttpResponse, DashboardError> {
-    let builds = dashboard
-        .api()
-        .repository()
-        .list_builds(
-            &viewer.caller.read_scope(),
-            &BuildFilter::default(),
-            PageRequest::all(),
-        )
+    render(&builds_page(&dashboard, &viewer, BuildForm::default(), None).await?)
+}
+
+/// `POST /builds/`: creates a build, then opens its page (where its images are uploaded); a
+/// refused form comes back with its values and the API's messages.
+pub(crate) async fn create(
+    dashboard: web::Data<Dashboard>,
+    viewer: Viewer,
+    form: web::Form<BuildForm>,
+) -> Result<HttpResponse, DashboardError> {
+    let form = form.into_inner();
+    viewer.check_csrf(&form.csrf)?;
+    let mut fields = Map::new();
+    fields.insert("category".to_owned(), Value::String(form.category.clone()));
+    fields.insert(
+        "version".to_owned(),
+        Value::String(form.version.trim().to_owned()),
+    );
+    let os = form.os.trim();
+    fields.insert(
+        "os".to_owned(),
+        if os.is_empty() {
+            Value::Null
+        } else {
+            Value::String(os.to_owned())
+        },
+    );
+    fields.insert(
+        "changelog".to_owned(),
+        Value::String(form.changelog.clone()),
+    );
+    let input = flashfleet_api::input::Input::new(fields, false);
+    match flashfleet_api::builds::create_build(dashboard.api(), &viewer.caller, input).await {
+        Ok((build, _)) => {
+            tracing::info!(build = %build.id, user = %viewer.caller.actor.username, "build created from the dashboard");
+            Ok(redirect(&format!("/builds/{}/", build.id)))
+        }
+        Err(error) => {
+            let error = DashboardError::from(error);
+            let status = actix_web::ResponseError::status_code(&error);
+            if status != StatusCode::BAD_REQUEST && status != StatusCode::CONFLICT {
+                return Err(error);
+            }
+            let message = error.message();
+            let page = builds_page(&dashboard, &viewer, form, Some(message)).await?;
+            let mut response = render(&page)?;
+            *response.status_mut() = status;
+            Ok(response)
+        }
+    }
+}
+
+async fn builds_page(
+    dashboard: &Dashboard,
+    viewer: &Viewer,
+    form: BuildForm,
+    error: Option<String>,
+) -> Result<BuildsPage, DashboardError> {
+    let repository = dashboard.api().repository();
+    let scope = viewer.caller.read_scope();
+    let builds = repository
+        .list_builds(&scope, &BuildFilter::default(), PageRequest::all())
         .await
         .map_err(flashfleet_api::ApiError::from)?;
     let builds = builds
@@ -90,9 +174,26 @@ pub(crate) async fn list(
             created: iso_time(build.created),
         })
         .collect();
-    render(&BuildsPage {
-        layout: Layout::new(&viewer, "builds"),
+    let categories = repository
+        .list_categories(&scope, &CategoryFilter::default(), PageRequest::all())
+        .await
+        .map_err(flashfleet_api::ApiError::from)?;
+    let mut categories: Vec<CategoryChoice> = categories
+        .items
+        .into_iter()
+        .filter(|category| viewer.caller.can_change(category.organization_id))
+        .map(|category| CategoryChoice {
+            id: category.id.to_string(),
+            name: category.name,
+        })
+        .collect();
+    categories.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(BuildsPage {
+        layout: Layout::new(viewer, "builds"),
         builds,
+        categories,
+        form,
+        error,
     })
 }
 

@@ -21,8 +21,8 @@ use crate::error::DashboardError;
 use crate::layout::{Layout, StatusLabel, iso_time, redirect, render};
 use crate::session::Viewer;
 
-/// The most devices the list shows.
-const DEVICE_LIST_LIMIT: u64 = 500;
+/// How many devices a page of the list shows.
+const DEVICES_PER_PAGE: u64 = 100;
 
 struct DeviceRow {
     id: String,
@@ -41,6 +41,19 @@ struct DevicesPage {
     layout: Layout,
     devices: Vec<DeviceRow>,
     count: u64,
+    /// The neighbour pages' numbers, when they exist.
+    previous: Option<u64>,
+    next: Option<u64>,
+    /// The first and last position shown.
+    first: u64,
+    last: u64,
+}
+
+/// The query of the device list.
+#[derive(Debug, Deserialize)]
+pub(crate) struct DevicesQuery {
+    /// The page, from 1.
+    page: Option<u64>,
 }
 
 struct OperationRow {
@@ -83,53 +96,71 @@ struct DevicePage {
     message: Option<String>,
 }
 
-/// `GET /devices/`.
+/// `GET /devices/?page=N`: the devices, newest first, a hundred a page.
 pub(crate) async fn list(
     dashboard: web::Data<Dashboard>,
     viewer: Viewer,
+    query: web::Query<DevicesQuery>,
 ) -> Result<HttpResponse, DashboardError> {
     let api = dashboard.api();
     let scope = viewer.caller.read_scope();
     let organizations = organization_names(&dashboard, &viewer).await?;
+    let page = query.page.unwrap_or(1).max(1);
     let devices = api
         .repository()
         .list_devices(
             &scope,
             &DeviceFilter::default(),
-            PageRequest::page(1, DEVICE_LIST_LIMIT),
+            PageRequest::page(page, DEVICES_PER_PAGE),
         )
         .await
         .map_err(flashfleet_api::ApiError::from)?;
-    let labels = image_labels(&dashboard, &scope).await?;
-    let mut rows = Vec::with_capacity(devices.items.len());
-    for device in devices.items {
-        let record = api
-            .repository()
-            .device_firmware(device.id)
-            .await
-            .map_err(flashfleet_api::ApiError::from)?;
-        rows.push(DeviceRow {
-            id: device.id.to_string(),
-            organization: organizations
-                .get(&device.organization_id.0)
-                .cloned()
-                .unwrap_or_default(),
-            model: device.model,
-            address: device.management_ip.unwrap_or_default(),
-            firmware: record
-                .as_ref()
-                .map(|record| labels.get(&record.image_id.0).cloned().unwrap_or_default())
-                .unwrap_or_default(),
-            installed: record.is_some_and(|record| record.installed),
-            deactivated: device.is_deactivated,
-            name: device.name,
-        });
+    let last_page = devices.count.div_ceil(DEVICES_PER_PAGE).max(1);
+    if page > last_page {
+        return Ok(redirect(&format!("/devices/?page={last_page}")));
     }
-    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    let labels = image_labels(&dashboard, &scope).await?;
+    let ids: Vec<DeviceId> = devices.items.iter().map(|device| device.id).collect();
+    let records: HashMap<Uuid, flashfleet_models::DeviceFirmware> = api
+        .repository()
+        .device_firmwares(&ids)
+        .await
+        .map_err(flashfleet_api::ApiError::from)?
+        .into_iter()
+        .map(|record| (record.device_id.0, record))
+        .collect();
+    let first = (page - 1) * DEVICES_PER_PAGE + 1;
+    let shown = devices.items.len() as u64;
+    let rows = devices
+        .items
+        .into_iter()
+        .map(|device| {
+            let record = records.get(&device.id.0);
+            DeviceRow {
+                id: device.id.to_string(),
+                organization: organizations
+                    .get(&device.organization_id.0)
+                    .cloned()
+                    .unwrap_or_default(),
+                model: device.model,
+                address: device.management_ip.unwrap_or_default(),
+                firmware: record
+                    .map(|record| labels.get(&record.image_id.0).cloned().unwrap_or_default())
+                    .unwrap_or_default(),
+                installed: record.is_some_and(|record| record.installed),
+                deactivated: device.is_deactivated,
+                name: device.name,
+            }
+        })
+        .collect();
     render(&DevicesPage {
         layout: Layout::new(&viewer, "devices"),
         count: devices.count,
         devices: rows,
+        previous: (page > 1).then(|| page - 1),
+        next: (page < last_page).then(|| page + 1),
+        first,
+        last: first + shown.saturating_sub(1),
     })
 }
 

@@ -44,7 +44,9 @@ pub fn configure(config: &mut web::ServiceConfig, dashboard: Dashboard) {
             .route("/login", web::post().to(sign_in::sign_in))
             .route("/logout", web::post().to(sign_in::sign_out))
             .route("/categories/", web::get().to(categories::list))
+            .route("/categories/", web::post().to(categories::create))
             .route("/builds/", web::get().to(builds::list))
+            .route("/builds/", web::post().to(builds::create))
             .route("/builds/{id}/", web::get().to(builds::detail))
             .route("/builds/{id}/images", web::post().to(builds::upload))
             .route(

@@ -415,6 +415,25 @@ impl DeviceRepository for Db {
         })?)
     }
 
+    async fn device_firmwares(&self, device_ids: &[DeviceId]) -> RepoResult<Vec<DeviceFirmware>> {
+        let mut records = Vec::with_capacity(device_ids.len());
+        // Bounded batches keep each statement under SQLite's limit of bound parameters.
+        for chunk in device_ids.chunks(500) {
+            let ids: Vec<String> = chunk.iter().map(|id| id_text(*id)).collect();
+            let rows: Vec<DeviceFirmwareRow> = with_conn!(self, |connection| {
+                Ok(device_firmwares::table
+                    .filter(device_firmwares::device_id.eq_any(&ids))
+                    .select(DeviceFirmwareRow::as_select())
+                    .load(connection)
+                    .await?)
+            })?;
+            for row in rows {
+                records.push(row.into_model()?);
+            }
+        }
+        Ok(records)
+    }
+
     async fn insert_device_firmware(
         &self,
         device_firmware: &DeviceFirmware,

@@ -309,6 +309,18 @@ pub trait DeviceRepository: Send + Sync {
 
     /// The firmware record of `device_id`.
     async fn device_firmware(&self, device_id: DeviceId) -> RepoResult<Option<DeviceFirmware>>;
+    /// The firmware records of those of `device_ids` that have one, in no particular order.
+    /// The default asks [`DeviceRepository::device_firmware`] once per device; a database
+    /// answers in one query.
+    async fn device_firmwares(&self, device_ids: &[DeviceId]) -> RepoResult<Vec<DeviceFirmware>> {
+        let mut records = Vec::new();
+        for device_id in device_ids {
+            if let Some(record) = self.device_firmware(*device_id).await? {
+                records.push(record);
+            }
+        }
+        Ok(records)
+    }
     /// Stores a new firmware record; a device has at most one.
     async fn insert_device_firmware(
         &self,

@@ -955,6 +955,36 @@ async fn deleting_credentials_or_a_connection_detaches_them_from_the_device() {
 }
 
 #[tokio::test]
+async fn the_firmware_records_of_many_devices_come_in_one_call() {
+    for test_db in TestDb::all().await {
+        let db = test_db.db();
+        let chain = chain(db, "acme").await;
+        let mut with_record = Vec::new();
+        let mut all = Vec::new();
+        // More devices than one statement's batch, every other one with a record.
+        for index in 0..1003 {
+            let device = device(db, chain.organization.id, &format!("ap-{index}"), BOARD).await;
+            if index % 2 == 0 {
+                let record = DeviceFirmware::new(device.id, chain.image.id, index % 4 == 0);
+                db.insert_device_firmware(&record).await.unwrap();
+                with_record.push(record);
+            }
+            all.push(device.id);
+        }
+        let mut records = db.device_firmwares(&all).await.unwrap();
+        records.sort_by_key(|record| record.device_id.0);
+        with_record.sort_by_key(|record| record.device_id.0);
+        assert_eq!(records, with_record, "backend: {}", test_db.backend());
+        assert_eq!(
+            db.device_firmwares(&[]).await.unwrap(),
+            [],
+            "backend: {}",
+            test_db.backend()
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_device_has_at_most_one_firmware_record() {
     for test_db in TestDb::all().await {
         let db = test_db.db();
