@@ -158,6 +158,11 @@ async fn bench(arguments: &ApiArgs) -> BenchResult<ApiReport> {
         started.elapsed().as_secs_f64()
     );
 
+    if std::env::var_os("FLASHFLEET_BENCH_SKIP_OPTIMIZE").is_none() {
+        // What `flashfleet serve` does every hour: the planner's statistics of the filled
+        // tables.
+        test_db.db().optimize().await?;
+    }
     let server = Server::start(test_db.db(), arguments.http_workers)?;
     let base = format!("http://{}/api/v1/firmware-upgrader", server.address);
     let load = Load {

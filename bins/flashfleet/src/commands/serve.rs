@@ -76,6 +76,10 @@ async fn serve(config: &Config, listen: SocketAddr, hints: &mut impl Write) -> a
     }
     let shutdown = CancellationToken::new();
     let ready = Arc::new(AtomicBool::new(true));
+    tokio::spawn(refresh_planner_statistics(
+        stack.db.clone(),
+        shutdown.clone(),
+    ));
     let metrics = Arc::new(Metrics::new(Arc::new(stack.db.clone())));
     tokio::spawn(Arc::clone(&metrics).follow(stack.engine.events().subscribe()));
     let engine = tokio::spawn({
@@ -257,6 +261,26 @@ async fn metrics_text(operations: web::Data<Operations>) -> HttpResponse {
         Err(error) => {
             tracing::error!(%error, "could not read the metrics");
             HttpResponse::ServiceUnavailable().finish()
+        }
+    }
+}
+
+/// How often the database's planner statistics are refreshed.
+const PLANNER_STATISTICS_PERIOD: Duration = Duration::from_secs(3600);
+
+/// Refreshes the database's planner statistics at start and every hour, until `shutdown`
+/// ([`flashfleet_db::Db::optimize`]: SQLite plans the build list of a large catalogue
+/// several times faster with them). A failure is logged and tried again at the next period.
+async fn refresh_planner_statistics(db: flashfleet_db::Db, shutdown: CancellationToken) {
+    let mut period = tokio::time::interval(PLANNER_STATISTICS_PERIOD);
+    period.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = period.tick() => {}
+        }
+        if let Err(error) = db.optimize().await {
+            tracing::warn!(%error, "could not refresh the database's planner statistics");
         }
     }
 }
