@@ -10,7 +10,7 @@ use object_store::{ObjectMeta, ObjectStore as _};
 use serde_json::json;
 
 use crate::app::{SampleApp, TENANT};
-use crate::client::{Api, new_image};
+use crate::client::{Api, NEW_VERSION, new_image};
 use crate::scenario::{self, Target, old_image};
 use crate::upgrader::{PREFLIGHT, SAMPLE_SSH};
 
@@ -102,6 +102,74 @@ async fn the_sample_app_runs_the_end_to_end_scenario_with_its_own_upgrader_stora
             "{backend}: {} bytes read",
             app.storage_usage.bytes_read()
         );
+
+        // A device whose details lose their rollout ring is refused by the pre-flight check:
+        // the operation is aborted with the check's reason, and the device is left alone.
+        let device = &outcome.fleet.devices()[0];
+        let id = device.uuid();
+        let (status, changed) = api
+            .send(
+                reqwest::Method::PATCH,
+                &format!("/api/v1/controller/device/{id}/"),
+                json!({"details": {"site": "lab-3"}}),
+            )
+            .await;
+        assert_eq!(status, 200, "{changed}");
+        let (status, builds) = api
+            .get("/api/v1/firmware-upgrader/build/?version=23.05.0")
+            .await;
+        assert_eq!(status, 200, "{builds}");
+        let old_build = builds["results"][0]["id"].as_str().unwrap().to_owned();
+        let (_, images) = api
+            .get(&format!(
+                "/api/v1/firmware-upgrader/build/{old_build}/image/"
+            ))
+            .await;
+        let old_image_id = images["results"][0]["id"].as_str().unwrap().to_owned();
+        let (status, assigned) = api
+            .send(
+                reqwest::Method::PUT,
+                &format!("/api/v1/firmware-upgrader/device/{id}/firmware/"),
+                json!({"image": old_image_id}),
+            )
+            .await;
+        assert!(status == 200 || status == 201, "{status}: {assigned}");
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        let refused = loop {
+            let (_, operations) = api
+                .get(&format!(
+                    "/api/v1/firmware-upgrader/upgrade-operation/?device={id}&ordering=-created&page_size=1"
+                ))
+                .await;
+            let latest = operations["results"][0].clone();
+            if latest["image"] == json!(old_image_id) && latest["status"] != "in-progress" {
+                break latest;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{backend}: the refused upgrade did not end: {latest}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        assert_eq!(refused["status"], "aborted", "{backend}: {refused}");
+        assert!(
+            refused["log"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("{PREFLIGHT} device ")),
+            "{backend}: {refused}"
+        );
+        assert!(
+            refused["log"]
+                .as_str()
+                .unwrap()
+                .contains("has no rollout_ring in its details"),
+            "{backend}: {refused}"
+        );
+        assert_eq!(app.upgrader_calls.refused(), 1, "{backend}");
+        assert_eq!(app.upgrader_calls.upgrades(), DEVICES, "{backend}");
+        assert_eq!(device.flash_count(), 1, "{backend}");
+        assert_eq!(device.release().version, NEW_VERSION, "{backend}");
 
         outcome.fleet.shutdown().await;
         app.stop().await;

@@ -69,6 +69,24 @@ impl Api {
         read(response).await
     }
 
+    /// `method path` with a JSON body (`PUT`, `PATCH`, ...).
+    pub(crate) async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> (u16, Value) {
+        let response = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("the server answers");
+        read(response).await
+    }
+
     /// Uploads `bytes` as `file_name` to build `build`.
     pub(crate) async fn upload(&self, build: &str, file_name: &str, bytes: Vec<u8>) -> Value {
         let form = reqwest::multipart::Form::new().part(
