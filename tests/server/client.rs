@@ -58,15 +58,7 @@ impl Api {
 
     /// `POST path` with a JSON body.
     pub(crate) async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .expect("the server answers");
-        read(response).await
+        self.send(reqwest::Method::POST, path, body).await
     }
 
     /// `method path` with a JSON body (`PUT`, `PATCH`, ...).

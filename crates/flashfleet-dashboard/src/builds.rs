@@ -4,7 +4,6 @@
 //! own upload path: streamed to storage, checked, then kept).
 
 use actix_multipart::Multipart;
-use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
@@ -16,7 +15,7 @@ use uuid::Uuid;
 
 use crate::Dashboard;
 use crate::error::DashboardError;
-use crate::layout::{Layout, iso_time, redirect, render};
+use crate::layout::{Layout, iso_time, redirect, render, render_with_status};
 use crate::session::Viewer;
 
 struct BuildRow {
@@ -137,16 +136,9 @@ pub(crate) async fn create(
             Ok(redirect(&format!("/builds/{}/", build.id)))
         }
         Err(error) => {
-            let error = DashboardError::from(error);
-            let status = actix_web::ResponseError::status_code(&error);
-            if status != StatusCode::BAD_REQUEST && status != StatusCode::CONFLICT {
-                return Err(error);
-            }
-            let message = error.message();
+            let (status, message) = DashboardError::from(error).into_form_refusal()?;
             let page = builds_page(&dashboard, &viewer, form, Some(message)).await?;
-            let mut response = render(&page)?;
-            *response.status_mut() = status;
-            Ok(response)
+            render_with_status(&page, status)
         }
     }
 }
@@ -252,30 +244,14 @@ pub(crate) async fn upload(
             image.id
         ))),
         Err(error) => {
-            let error = DashboardError::from(error);
-            let status = actix_web::ResponseError::status_code(&error);
-            if status.is_server_error()
-                || status == StatusCode::NOT_FOUND
-                || status == StatusCode::FORBIDDEN
-            {
-                return Err(error);
-            }
             // What the user can fix is shown on the build's page, next to the form.
+            let (status, message) = DashboardError::from(error).into_form_refusal()?;
             let (build, category) =
                 flashfleet_api::builds::visible_build(api, &viewer.caller.read_scope(), build_id)
                     .await?;
-            let page = build_page(
-                &dashboard,
-                &viewer,
-                build,
-                category,
-                None,
-                Some(error.message()),
-            )
-            .await?;
-            let mut response = render(&page)?;
-            *response.status_mut() = status;
-            Ok(response)
+            let page =
+                build_page(&dashboard, &viewer, build, category, None, Some(message)).await?;
+            render_with_status(&page, status)
         }
     }
 }

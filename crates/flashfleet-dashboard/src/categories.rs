@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 
-use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use askama::Template;
 use flashfleet_models::PageRequest;
@@ -15,7 +14,7 @@ use uuid::Uuid;
 
 use crate::Dashboard;
 use crate::error::DashboardError;
-use crate::layout::{Layout, iso_time, redirect, render};
+use crate::layout::{Layout, iso_time, redirect, render, render_with_status};
 use crate::session::Viewer;
 
 struct CategoryRow {
@@ -118,16 +117,9 @@ pub(crate) async fn create(
             Ok(redirect(&format!("/categories/?created={}", category.id)))
         }
         Err(error) => {
-            let error = DashboardError::from(error);
-            let status = actix_web::ResponseError::status_code(&error);
-            if status != StatusCode::BAD_REQUEST && status != StatusCode::CONFLICT {
-                return Err(error);
-            }
-            let message = error.message();
+            let (status, message) = DashboardError::from(error).into_form_refusal()?;
             let page = categories_page(&dashboard, &viewer, None, form, Some(message)).await?;
-            let mut response = render(&page)?;
-            *response.status_mut() = status;
-            Ok(response)
+            render_with_status(&page, status)
         }
     }
 }

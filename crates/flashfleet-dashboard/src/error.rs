@@ -37,6 +37,27 @@ pub enum DashboardError {
 }
 
 impl DashboardError {
+    /// What a form's page shows when `error` refused the form: its status and message, for
+    /// what the user can fix there (invalid fields, a conflict, a file too large or of the
+    /// wrong type); any other failure (not signed in, forbidden, not found, internal) stays an
+    /// error, for the error page.
+    pub(crate) fn into_form_refusal(
+        self,
+    ) -> Result<(actix_web::http::StatusCode, String), DashboardError> {
+        let status = self.status_code();
+        if status.is_server_error()
+            || status == StatusCode::UNAUTHORIZED
+            || status == StatusCode::FORBIDDEN
+            || status == StatusCode::NOT_FOUND
+            || !status.is_client_error()
+            || matches!(self, DashboardError::Csrf | DashboardError::SignIn { .. })
+        {
+            return Err(self);
+        }
+        let message = self.message();
+        Ok((status, message))
+    }
+
     /// An internal failure while doing `context`.
     pub(crate) fn internal(
         context: impl Into<String>,

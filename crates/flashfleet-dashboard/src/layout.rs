@@ -89,6 +89,16 @@ pub(crate) fn render(page: &impl Template) -> Result<HttpResponse, DashboardErro
         .body(html))
 }
 
+/// The HTML response of `page` with `status` (a form refused, shown again with why).
+pub(crate) fn render_with_status(
+    page: &impl Template,
+    status: actix_web::http::StatusCode,
+) -> Result<HttpResponse, DashboardError> {
+    let mut response = render(page)?;
+    *response.status_mut() = status;
+    Ok(response)
+}
+
 /// A `303 See Other` to `location` (after a form).
 pub(crate) fn redirect(location: &str) -> HttpResponse {
     HttpResponse::SeeOther()

@@ -125,8 +125,7 @@ fn respond(
     page: SignInPage,
     status: actix_web::http::StatusCode,
 ) -> Result<HttpResponse, DashboardError> {
-    let mut response = crate::layout::render(&page)?;
-    *response.status_mut() = status;
+    let mut response = crate::layout::render_with_status(&page, status)?;
     session.store(dashboard, &mut response)?;
     Ok(response)
 }
