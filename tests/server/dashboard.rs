@@ -282,7 +282,7 @@ async fn an_operator_runs_a_mass_upgrade_from_the_dashboard_and_watches_it_live(
 }
 
 /// A form without the session's CSRF token is refused, and so is a session cookie the server
-/// did not make.
+/// did not make, or one of a session signed out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_forms_need_the_session_and_its_csrf_token() {
     for (site, _directory, _test_db) in sites().await {
@@ -368,6 +368,31 @@ async fn dashboard_forms_need_the_session_and_its_csrf_token() {
             .unwrap();
         assert_eq!(forged.status(), 303);
         assert_eq!(forged.headers()["location"], "/login?next=/devices/");
+        // Signing out ends the session on the server: a copy of its cookie opens nothing.
+        let page = client
+            .get(format!("{}/devices/", server.base))
+            .header("cookie", &session)
+            .send()
+            .await
+            .unwrap();
+        let session_csrf = csrf_of(&page.text().await.unwrap());
+        let signed_out = client
+            .post(format!("{}/logout", server.base))
+            .header("cookie", &session)
+            .form(&[("csrf", session_csrf.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(signed_out.status(), 303);
+        assert_eq!(signed_out.headers()["location"], "/login");
+        let copied = client
+            .get(format!("{}/devices/", server.base))
+            .header("cookie", &session)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(copied.status(), 303);
+        assert_eq!(copied.headers()["location"], "/login?next=/devices/");
     }
 }
 

@@ -36,6 +36,7 @@ use flashfleet_api::ApiState;
 pub use crate::config::DashboardConfig;
 pub use crate::error::DashboardError;
 pub use crate::routes::configure;
+pub use crate::session::SESSION_TOKEN_NAME;
 
 /// What the dashboard's handlers reach through `web::Data<Dashboard>`: the API's state (its
 /// repository, engine, storage and settings) and the key of the session cookies. Cheap to

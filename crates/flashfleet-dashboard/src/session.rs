@@ -1,19 +1,22 @@
-//! Sessions: an encrypted, authenticated cookie (`flashfleet_session`) holding who signed in,
-//! until when, and the session's CSRF token; and the [`Viewer`] extractor of signed-in pages.
+//! Sessions: an encrypted, authenticated cookie (`flashfleet_session`) holding the session's
+//! token, until when it is valid, and the session's CSRF token; and the [`Viewer`] extractor
+//! of signed-in pages.
 //!
 //! The cookie is encrypted with AES-256-GCM under a key derived from the server's secret key
 //! (actix-web's private cookie jar), so a client can neither read nor forge it, and every
-//! server sharing the secret key accepts it. Each request re-reads the user: a deactivated user
-//! or a removed membership takes effect at once.
+//! server sharing the secret key accepts it. A signed-in session is also an API token of the
+//! user (named [`SESSION_TOKEN_NAME`]) in the database, whose secret only the encrypted cookie
+//! carries: each request authenticates it as the API authenticates tokens (a deactivated user
+//! or a removed membership takes effect at once), and signing out deletes it, so a copy of the
+//! cookie stops working everywhere, on every server sharing the database.
 
 use actix_web::cookie::{Cookie, CookieJar, SameSite, time};
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use chrono::Utc;
 use flashfleet_api::Caller;
-use flashfleet_models::UserId;
+use flashfleet_models::{ApiToken, TokenSecret, UserId};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::Dashboard;
 use crate::error::DashboardError;
@@ -21,11 +24,15 @@ use crate::error::DashboardError;
 /// The name of the session cookie.
 pub(crate) const COOKIE_NAME: &str = "flashfleet_session";
 
+/// The name of the API token behind each signed-in dashboard session.
+pub const SESSION_TOKEN_NAME: &str = "dashboard session";
+
 /// What the session cookie holds.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct Session {
-    /// Who signed in; `None` before signing in (the sign-in form's CSRF token only).
-    user: Option<Uuid>,
+    /// The secret of the session's token; `None` before signing in (the sign-in form's CSRF
+    /// token only).
+    token: Option<String>,
     /// The CSRF token every form of this session carries.
     pub(crate) csrf: String,
     /// Until when the session is valid (Unix seconds).
@@ -33,18 +40,49 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// A new session of `user` (or anonymous), with a fresh CSRF token.
-    pub(crate) fn new(
-        dashboard: &Dashboard,
-        user: Option<UserId>,
-    ) -> Result<Session, DashboardError> {
-        let lifetime =
-            i64::try_from(dashboard.config().session_lifetime.as_secs()).unwrap_or(i64::MAX);
+    /// A new anonymous session (the sign-in form's), with a fresh CSRF token.
+    pub(crate) fn anonymous(dashboard: &Dashboard) -> Result<Session, DashboardError> {
         Ok(Session {
-            user: user.map(|user| user.0),
+            token: None,
             csrf: random_token()?,
-            expires: Utc::now().timestamp().saturating_add(lifetime),
+            expires: Utc::now()
+                .timestamp()
+                .saturating_add(lifetime_secs(dashboard)),
         })
+    }
+
+    /// A new session of `user`, with a fresh CSRF token and a new session token stored in the
+    /// database. The user's session tokens older than the session lifetime (sessions never
+    /// signed out) are deleted on the way.
+    pub(crate) async fn sign_in(
+        dashboard: &Dashboard,
+        user: UserId,
+    ) -> Result<Session, DashboardError> {
+        let repository = dashboard.api().repository();
+        let expired_before =
+            Utc::now() - chrono::Duration::seconds(lifetime_secs(dashboard).min(i64::MAX / 1000));
+        let tokens = repository
+            .tokens(user)
+            .await
+            .map_err(|error| DashboardError::internal("reading the user's sessions", error))?;
+        for token in tokens
+            .iter()
+            .filter(|token| token.name == SESSION_TOKEN_NAME && token.created < expired_before)
+        {
+            repository
+                .delete_token(token.id)
+                .await
+                .map_err(|error| DashboardError::internal("deleting an expired session", error))?;
+        }
+        let token = flashfleet_models::NewApiToken::generate(user, SESSION_TOKEN_NAME)
+            .map_err(|error| DashboardError::internal("making a session token", error))?;
+        repository
+            .insert_token(&token.token)
+            .await
+            .map_err(|error| DashboardError::internal("storing a session", error))?;
+        let mut session = Session::anonymous(dashboard)?;
+        session.token = Some(token.secret.expose().to_owned());
+        Ok(session)
     }
 
     /// The valid session of `request`, if it has one.
@@ -57,9 +95,9 @@ impl Session {
         (session.expires > Utc::now().timestamp()).then_some(session)
     }
 
-    /// Who signed in.
-    pub(crate) fn user(&self) -> Option<UserId> {
-        self.user.map(UserId)
+    /// The secret of the session's token, once signed in.
+    fn token(&self) -> Option<TokenSecret> {
+        self.token.clone().map(TokenSecret::new)
     }
 
     /// Whether `token` is this session's CSRF token (compared in constant time).
@@ -127,6 +165,22 @@ fn session_cookie(dashboard: &Dashboard, value: String, expires: Option<i64>) ->
     cookie
 }
 
+/// The session lifetime in seconds.
+fn lifetime_secs(dashboard: &Dashboard) -> i64 {
+    i64::try_from(dashboard.config().session_lifetime.as_secs()).unwrap_or(i64::MAX)
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token's secret nor the CSRF token.
+        formatter
+            .debug_struct("Session")
+            .field("signed_in", &self.token.is_some())
+            .field("expires", &self.expires)
+            .finish_non_exhaustive()
+    }
+}
+
 /// 32 random bytes, hexadecimal.
 fn random_token() -> Result<String, DashboardError> {
     let mut bytes = [0_u8; 32];
@@ -143,12 +197,25 @@ pub(crate) struct Viewer {
     pub(crate) caller: Caller,
     /// The session.
     pub(crate) session: Session,
+    /// The session's token in the database.
+    pub(crate) token: ApiToken,
 }
 
 impl Viewer {
     /// `Ok` when `token` is the session's CSRF token.
     pub(crate) fn check_csrf(&self, token: &str) -> Result<(), DashboardError> {
         self.session.check_csrf(token)
+    }
+
+    /// Ends the session: its token is deleted, so no copy of the cookie works any more.
+    pub(crate) async fn sign_out(&self, dashboard: &Dashboard) -> Result<(), DashboardError> {
+        dashboard
+            .api()
+            .repository()
+            .delete_token(self.token.id)
+            .await
+            .map_err(|error| DashboardError::internal("ending a session", error))?;
+        Ok(())
     }
 }
 
@@ -173,16 +240,18 @@ impl FromRequest for Viewer {
                     .map_or_else(|| "/".to_owned(), |path| path.as_str().to_owned()),
             };
             let session = Session::of_request(&dashboard, &request).ok_or_else(sign_in)?;
-            let user = session.user().ok_or_else(sign_in)?;
+            let secret = session.token().ok_or_else(sign_in)?;
             let repository = dashboard.api().repository();
-            let actor = repository
-                .actor(user)
+            let (token, actor) = repository
+                .authenticate_token(&secret)
                 .await
                 .map_err(|error| DashboardError::internal("reading the signed-in user", error))?
+                .filter(|(token, _)| token.name == SESSION_TOKEN_NAME)
                 .ok_or_else(sign_in)?;
             Ok(Viewer {
                 caller: Caller { actor },
                 session,
+                token,
             })
         })
     }
@@ -194,7 +263,7 @@ mod tests {
 
     fn session(csrf: &str) -> Session {
         Session {
-            user: None,
+            token: None,
             csrf: csrf.to_owned(),
             expires: 0,
         }

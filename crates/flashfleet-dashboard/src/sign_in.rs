@@ -42,7 +42,7 @@ pub(crate) async fn form(
 ) -> Result<HttpResponse, DashboardError> {
     let session = match Session::of_request(&dashboard, &request) {
         Some(session) => session,
-        None => Session::new(&dashboard, None)?,
+        None => Session::anonymous(&dashboard)?,
     };
     let next = local_path(query.next.as_deref().unwrap_or("/"));
     respond(
@@ -80,7 +80,7 @@ pub(crate) async fn sign_in(
     };
     let Some(user) = user else {
         tracing::info!(username = %username, "dashboard sign-in refused");
-        let fresh = Session::new(&dashboard, None)?;
+        let fresh = Session::anonymous(&dashboard)?;
         return respond(
             &dashboard,
             &fresh,
@@ -95,25 +95,21 @@ pub(crate) async fn sign_in(
     };
     tracing::info!(user = %user.username, "signed in to the dashboard");
     // A new session (and CSRF token) on signing in: a token seen before cannot be reused.
-    let signed_in = Session::new(&dashboard, Some(user.id))?;
+    let signed_in = Session::sign_in(&dashboard, user.id).await?;
     let mut response = redirect(&local_path(&form.next));
     signed_in.store(&dashboard, &mut response)?;
     Ok(response)
-}
-
-/// The sign-out form.
-#[derive(Deserialize)]
-pub(crate) struct CsrfForm {
-    csrf: String,
 }
 
 /// `POST /logout`.
 pub(crate) async fn sign_out(
     dashboard: web::Data<Dashboard>,
     viewer: Viewer,
-    form: web::Form<CsrfForm>,
+    form: web::Form<crate::session::CsrfForm>,
 ) -> Result<HttpResponse, DashboardError> {
     viewer.check_csrf(&form.csrf)?;
+    viewer.sign_out(&dashboard).await?;
+    tracing::info!(user = %viewer.caller.actor.username, "signed out of the dashboard");
     let mut response = redirect("/login");
     Session::clear(&dashboard, &mut response)?;
     Ok(response)
