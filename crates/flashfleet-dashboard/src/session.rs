@@ -59,16 +59,17 @@ impl Session {
         user: UserId,
     ) -> Result<Session, DashboardError> {
         let repository = dashboard.api().repository();
-        let expired_before =
-            Utc::now() - chrono::Duration::seconds(lifetime_secs(dashboard).min(i64::MAX / 1000));
+        // No session has expired when the lifetime reaches back before any representable time.
+        let expired_before = chrono::Duration::try_seconds(lifetime_secs(dashboard))
+            .and_then(|lifetime| Utc::now().checked_sub_signed(lifetime));
         let tokens = repository
             .tokens(user)
             .await
             .map_err(|error| DashboardError::internal("reading the user's sessions", error))?;
-        for token in tokens
-            .iter()
-            .filter(|token| token.name == SESSION_TOKEN_NAME && token.created < expired_before)
-        {
+        for token in tokens.iter().filter(|token| {
+            token.name == SESSION_TOKEN_NAME
+                && expired_before.is_some_and(|before| token.created < before)
+        }) {
             repository
                 .delete_token(token.id)
                 .await
