@@ -97,8 +97,11 @@ impl SecretCipher {
     /// Decrypts what [`SecretCipher::encrypt`] stored for `row_id`.
     pub(crate) fn decrypt(&self, row_id: &str, stored: &str) -> Result<String, DbError> {
         let undecryptable = || {
-            DbError::Secret(format!(
-                "the secret of {row_id} does not decrypt (wrong secret key, or corrupt data)"
+            DbError::Undecryptable(format!(
+                "the stored secret of credentials {row_id} does not decrypt with this server's \
+                 secret key: the key differs from the one that encrypted it (or the stored data \
+                 is corrupt); start the server with the key that encrypted it, or enter the \
+                 credentials again"
             ))
         };
         let encoded = stored

@@ -31,9 +31,12 @@ pub enum DbError {
     /// A stored value cannot be read back (a malformed id, JSON or status).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
-    /// The secret key is missing or malformed, or a secret does not decrypt with it.
+    /// The secret key is missing or malformed, or encryption failed.
     #[error("secret encryption failed: {0}")]
     Secret(String),
+    /// A stored secret does not decrypt with the secret key.
+    #[error("{0}")]
+    Undecryptable(String),
 }
 
 impl DbError {
@@ -48,6 +51,7 @@ impl From<DbError> for RepoError {
     fn from(error: DbError) -> Self {
         match error {
             DbError::Domain(error) => error,
+            DbError::Undecryptable(message) => RepoError::Undecryptable { message },
             DbError::Query(diesel::result::Error::DatabaseError(
                 DatabaseErrorKind::UniqueViolation,
                 information,

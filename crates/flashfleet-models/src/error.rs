@@ -259,8 +259,25 @@ pub enum RepoError {
     /// The data breaks a validation rule.
     #[error(transparent)]
     Invalid(#[from] ValidationErrors),
-    /// The backend failed (connection lost, disk full, corrupt data, a secret that does not
-    /// decrypt). The caller cannot fix this by changing the request.
+    /// An engine's write for an operation it no longer holds: another engine claimed the
+    /// operation since (its lease epoch moved on), or the operation ended. The writer must stop
+    /// at once and send nothing more to the device.
+    #[error("the lease of operation {operation} is no longer held by {fence}")]
+    LeaseLost {
+        /// The operation, as text.
+        operation: String,
+        /// The fence the refused write carried, as text.
+        fence: String,
+    },
+    /// A stored secret does not decrypt with the configured secret key (the key differs from
+    /// the one that encrypted it, or the data is corrupt). Final: retrying cannot help.
+    #[error("{message}")]
+    Undecryptable {
+        /// What does not decrypt and why, never the secret.
+        message: String,
+    },
+    /// The backend failed (connection lost, disk full, corrupt data). The caller cannot fix
+    /// this by changing the request.
     #[error("storage backend failed: {message}")]
     Backend {
         /// What failed, without secrets.

@@ -60,7 +60,7 @@ pub use page::{
 };
 pub use token::{ApiToken, NewApiToken, TokenSecret};
 pub use upgrade_operation::{
-    Lease, NewUpgradeOperation, UpgradeOperation, UpgradePhase, UpgradeStatus,
+    Fence, Lease, NewUpgradeOperation, UpgradeOperation, UpgradePhase, UpgradeStatus,
 };
 pub use upgrade_options::UpgradeOptions;
 pub use user::{Membership, NewUser, PasswordHash, User};

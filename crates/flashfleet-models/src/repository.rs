@@ -20,6 +20,8 @@
 //!   delete the files once the rows are gone.
 
 use async_trait::async_trait;
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 
 use crate::access::{Actor, Role, Scope};
@@ -40,7 +42,7 @@ use crate::page::{
     BatchOrder, BuildOrder, CategoryOrder, ImageOrder, OperationOrder, Page, PageRequest, SortKey,
 };
 use crate::token::{ApiToken, TokenSecret};
-use crate::upgrade_operation::{UpgradeOperation, UpgradePhase, UpgradeStatus};
+use crate::upgrade_operation::{Fence, UpgradeOperation, UpgradePhase, UpgradeStatus};
 use crate::user::{Membership, User};
 
 /// Organizations, users, memberships and API tokens.
@@ -487,54 +489,91 @@ pub trait UpgradeRepository: Send + Sync {
         &self,
         device_id: DeviceId,
     ) -> RepoResult<Option<UpgradeOperation>>;
-    /// Records progress of an unfinished operation. Refused (a transition error) when the
-    /// operation has finished meanwhile (for example, cancelled) or the phase would go back:
-    /// progress never overwrites a status.
+    /// Records progress of an unfinished operation claimed with `fence`. Refused with
+    /// [`RepoError::LeaseLost`](crate::RepoError::LeaseLost) when the operation is no longer
+    /// held with `fence`, and with a transition error when it has finished meanwhile (for
+    /// example, cancelled) or the phase would go back: progress never overwrites a status.
+    /// Entering [`UpgradePhase::Flashing`](crate::UpgradePhase::Flashing) goes through
+    /// [`begin_flash`](UpgradeRepository::begin_flash) only.
     async fn record_progress(
         &self,
         id: OperationId,
+        fence: &Fence,
         update: &ProgressUpdate,
     ) -> RepoResult<Option<UpgradeOperation>>;
+    /// The guarded write before a flash command: the operation, held with `fence` and before
+    /// [`UpgradePhase::Flashing`](crate::UpgradePhase::Flashing), enters it, counts a flash
+    /// attempt and records `boot_id` (the device's boot id read just before), with `log_line`.
+    /// Refused (lease lost, or a transition error) otherwise; the flash command is sent only
+    /// after this write succeeded, so one operation sends at most one flash command per
+    /// write.
+    async fn begin_flash(
+        &self,
+        id: OperationId,
+        fence: &Fence,
+        boot_id: Option<&str>,
+        log_line: &str,
+    ) -> RepoResult<Option<UpgradeOperation>>;
+    /// Takes an operation held with `fence` that is at or past the flash back to
+    /// [`UpgradePhase::Queued`](crate::UpgradePhase::Queued), logging `log_line`: only when
+    /// the device proved that the flash command never reached it (same boot id as recorded
+    /// before the flash, still the old release, no flash running). Keeps
+    /// [`UpgradeOperation::flash_attempts`].
+    async fn restart_unflashed(
+        &self,
+        id: OperationId,
+        fence: &Fence,
+        log_line: &str,
+    ) -> RepoResult<Option<UpgradeOperation>>;
     /// Ends an unfinished operation with `completion`, and marks the device's firmware record
-    /// installed when `completion.installed`. Refused when it had already ended.
+    /// installed when `completion.installed`. With `fence`, only while the operation is held
+    /// with it (an engine's write); without, whoever holds it (an administrator's). Refused
+    /// when it had already ended.
     async fn complete_operation(
         &self,
         id: OperationId,
+        fence: Option<&Fence>,
         completion: &Completion,
     ) -> RepoResult<Option<UpgradeOperation>>;
     /// Cancels an operation that has not reached the flash (a conditional update, as upstream's
     /// `cancel()`), appending upstream's log line; refused with the reason otherwise.
     async fn cancel_operation(&self, id: OperationId) -> RepoResult<Option<UpgradeOperation>>;
-    /// Sets when the next attempt of an unfinished operation may start, and counts the attempt.
+    /// Counts an attempt of an unfinished operation held with `fence` (setting `started` if no
+    /// attempt had started yet), gives its lease back and makes its next attempt due `delay`
+    /// from now by the database's clock, logging `log_line`.
     async fn schedule_retry(
         &self,
         id: OperationId,
-        next_attempt_at: DateTime<Utc>,
+        fence: &Fence,
+        delay: Duration,
         log_line: &str,
     ) -> RepoResult<Option<UpgradeOperation>>;
 
-    /// Claims up to `limit` operations that are ready to run for the engine named `owner`, until
-    /// `lease_until`: unfinished, due (`next_attempt_at` unset or past), and not leased or with
-    /// an expired lease (their engine stopped: the caller recovers them by their phase).
-    /// Oldest first, taking turns between organizations so that one organization's mass
-    /// upgrade does not starve another's. Two engines never claim the same operation.
+    /// Claims up to `limit` operations that are ready to run for the engine named `owner`, for
+    /// `lease` from now by the database's clock: unfinished, due (`next_attempt_at` unset or
+    /// past), and not leased or with an expired lease (their engine stopped: the caller
+    /// recovers them by their phase). Each claim increments the operation's lease epoch (its
+    /// fencing token; see [`Lease`](crate::Lease)). Oldest first, taking turns between
+    /// organizations so that one organization's mass upgrade does not starve another's. Two
+    /// engines never claim the same operation.
     async fn claim_operations(
         &self,
         owner: &str,
-        lease_until: DateTime<Utc>,
+        lease: Duration,
         limit: usize,
     ) -> RepoResult<Vec<UpgradeOperation>>;
-    /// Extends the leases `owner` holds on `ids` until `lease_until` (the heartbeat); returns
-    /// the ids whose lease `owner` still held. A lease that expired and was claimed by another
-    /// engine is lost: its former holder must stop working on it.
+    /// Extends the leases held with `fences` (the heartbeat) to `lease` from now by the
+    /// database's clock; returns the ids whose lease was still held with its fence. A lease
+    /// claimed since by another engine (or by this one again) is lost: its former holder must
+    /// stop working on it.
     async fn renew_leases(
         &self,
-        owner: &str,
-        ids: &[OperationId],
-        lease_until: DateTime<Utc>,
+        fences: &[(OperationId, Fence)],
+        lease: Duration,
     ) -> RepoResult<Vec<OperationId>>;
-    /// Gives up `owner`'s lease on `id`; the operation stays as it is, claimable again.
-    async fn release_lease(&self, id: OperationId, owner: &str) -> RepoResult<bool>;
+    /// Gives up the lease held with `fence` on `id`; the operation stays as it is, claimable
+    /// again. `false` when it was not held with `fence`.
+    async fn release_lease(&self, id: OperationId, fence: &Fence) -> RepoResult<bool>;
 
     /// Upstream's `_find_related_device_firmwares` plus `_find_firmwareless_devices`: devices
     /// whose firmware record points at an image of the build's category (except those that

@@ -266,6 +266,14 @@ pub struct UpgradeOperation {
     pub finished: Option<DateTime<Utc>>,
     /// The engine working on it and until when, if one claimed it.
     pub lease: Option<Lease>,
+    /// How many times the operation entered [`UpgradePhase::Flashing`], each time just before
+    /// a flash command was sent (a second time only after the device proved that the first
+    /// never happened).
+    pub flash_attempts: u32,
+    /// The device's boot id (`/proc/sys/kernel/random/boot_id`) read just before the last
+    /// flash command, if the upgrader could read one: a device that answers with the same boot
+    /// id has not rebooted since.
+    pub flash_boot_id: Option<String>,
     /// Integrators' own fields.
     pub details: Details,
     /// When it was created (UTC).
@@ -277,12 +285,53 @@ pub struct UpgradeOperation {
 /// An engine's claim on an operation: the engine renews it while it works; once it expires
 /// (the engine stopped or crashed), another engine may claim the operation and recover it by its
 /// phase.
+///
+/// Expiry is written and compared with the database's clock, never an engine's, so servers
+/// whose clocks disagree still agree on whose lease is live.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     /// The name of the engine holding it.
     pub owner: String,
-    /// When it expires unless renewed.
+    /// When it expires unless renewed (the database's clock).
     pub expires_at: DateTime<Utc>,
+    /// The fencing token: incremented by every claim of the operation. Every write an engine
+    /// makes for the operation is conditioned on the epoch it claimed with, so a former holder
+    /// whose lease expired can write nothing once another engine claimed it.
+    pub epoch: u64,
+}
+
+impl Lease {
+    /// The fence an engine holding this lease writes with.
+    pub fn fence(&self) -> Fence {
+        Fence {
+            owner: self.owner.clone(),
+            epoch: self.epoch,
+        }
+    }
+}
+
+/// What an engine's writes for a claimed operation are conditioned on: its name and the lease
+/// epoch it claimed with. A write whose fence is no longer the operation's is refused with
+/// [`RepoError::LeaseLost`](crate::RepoError::LeaseLost).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Fence {
+    /// The engine's name.
+    pub owner: String,
+    /// The lease epoch of its claim.
+    pub epoch: u64,
+}
+
+impl Fence {
+    /// Whether `lease` is still the one this fence was taken from.
+    pub fn holds(&self, lease: Option<&Lease>) -> bool {
+        lease.is_some_and(|lease| lease.owner == self.owner && lease.epoch == self.epoch)
+    }
+}
+
+impl fmt::Display for Fence {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{} (lease epoch {})", self.owner, self.epoch)
+    }
 }
 
 /// The fields of a new upgrade operation.
@@ -330,6 +379,8 @@ impl NewUpgradeOperation {
             started: None,
             finished: None,
             lease: None,
+            flash_attempts: 0,
+            flash_boot_id: None,
             details: self.details,
             created: now,
             modified: now,

@@ -39,6 +39,62 @@ pub trait Reporter: Send + Sync {
     /// Records the host key a device presented (`None` known before, or a new key accepted
     /// after a flash that did not keep the configuration), so the next connection can check it.
     async fn record_host_key(&self, host_key: &HostKey) -> Result<(), ReportError>;
+
+    /// The operation enters [`UpgradePhase::Flashing`]: the last report before the flash
+    /// command, recording `boot_id`, the device's boot id read just before (`None` when the
+    /// device has none to read), with `line` in the log. The flash command may be sent only
+    /// once this returned `Ok`; the engine's implementation is a guarded write that succeeds
+    /// once per operation (again only after [`Reporter::restart_unflashed`]).
+    ///
+    /// The default reports the phase through [`Reporter::progress`].
+    async fn begin_flash(&self, boot_id: Option<&str>, line: &str) -> Result<(), ReportError> {
+        let _ = boot_id;
+        self.progress(
+            UpgradePhase::Flashing,
+            UpgradePhase::Flashing.milestone(),
+            Some(line),
+        )
+        .await
+    }
+
+    /// Takes an operation found at or past the flash back before it, so that it may flash
+    /// again: only when the device proved that the earlier flash command never reached it
+    /// (the same boot id as recorded by [`Reporter::begin_flash`], the old release, no flash
+    /// running). `line` gives those facts for the log.
+    ///
+    /// The default refuses: a reporter that keeps no flash record cannot allow a second flash.
+    async fn restart_unflashed(&self, line: &str) -> Result<(), ReportError> {
+        let _ = line;
+        Err(ReportError::Persistence(
+            "this reporter cannot take an operation back before its flash".into(),
+        ))
+    }
+
+    /// A cancellation checkpoint: `Err(ReportError::Cancelled)` when the upgrade must stop
+    /// (cancelled by a user, or the engine stops), `Err(ReportError::LeaseLost)` when another
+    /// engine holds the operation now (stop at once, sending nothing more to the device).
+    ///
+    /// The default asks [`Reporter::is_cancelled`].
+    async fn checkpoint(&self) -> Result<(), ReportError> {
+        if self.is_cancelled().await {
+            Err(ReportError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// What an earlier attempt of this operation recorded of its flash, when the operation is found
+/// at or past [`UpgradePhase::Flashing`] (its engine stopped or crashed, or timed out, after
+/// the flash was persisted).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlashRecord {
+    /// How many times the operation entered `Flashing`.
+    pub attempts: u32,
+    /// The device's boot id read just before the last flash command, if any: a device that
+    /// answers with the same boot id has not rebooted since that command was (or would have
+    /// been) sent.
+    pub boot_id: Option<String>,
 }
 
 /// A device's SSH host key, as recorded: its algorithm name and its base64 blob (the
@@ -137,6 +193,10 @@ pub struct UpgradeContext {
     pub options: UpgradeOptions,
     /// Where progress, log lines and host keys go.
     pub reporter: Arc<dyn Reporter>,
+    /// The flash recorded by an earlier attempt, when the operation is at or past
+    /// [`UpgradePhase::Flashing`] ([`Upgrader::verify`](crate::Upgrader::verify) decides from
+    /// it and from the device); `None` before any flash.
+    pub previous_flash: Option<FlashRecord>,
 }
 
 impl fmt::Debug for UpgradeContext {
@@ -169,11 +229,13 @@ impl UpgradeContext {
     /// cancel. Upgraders call it between steps before the flash (and restore what they
     /// changed before returning the error).
     pub async fn checkpoint(&self) -> Result<(), UpgradeError> {
-        if self.reporter.is_cancelled().await {
-            Err(UpgradeError::Cancelled)
-        } else {
-            Ok(())
-        }
+        Ok(self.reporter.checkpoint().await?)
+    }
+
+    /// Reports that the flash command is about to be sent ([`Reporter::begin_flash`]); send it
+    /// only once this returned `Ok`.
+    pub async fn begin_flash(&self, boot_id: Option<&str>, line: &str) -> Result<(), UpgradeError> {
+        Ok(self.reporter.begin_flash(boot_id, line).await?)
     }
 }
 

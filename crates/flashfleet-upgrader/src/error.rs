@@ -11,8 +11,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// | [`Recoverable`](UpgradeError::Recoverable) | stays `in-progress`, then `failed` when no retry is left | no | yes, with backoff |
 /// | [`Aborted`](UpgradeError::Aborted) | `aborted` | no | no |
 /// | [`Cancelled`](UpgradeError::Cancelled) | `cancelled` | no | no |
-/// | [`FlashedNotSeenAgain`](UpgradeError::FlashedNotSeenAgain) | `failed` | yes (the image was flashed) | no |
+/// | [`FlashedNotSeenAgain`](UpgradeError::FlashedNotSeenAgain) | `failed` | no (only facts read on the device say installed) | no |
 /// | [`Failed`](UpgradeError::Failed) | `failed` | no | no |
+/// | [`LeaseLost`](UpgradeError::LeaseLost) | left to the engine that holds it now | unchanged | by that engine |
 ///
 /// Upstream's `UpgradeNotNeeded` exception is not an error here: it is the successful outcome
 /// [`UpgradeOutcome::AlreadyInstalled`](crate::UpgradeOutcome::AlreadyInstalled).
@@ -41,8 +42,10 @@ pub enum UpgradeError {
     /// been started again.
     #[error("upgrade was cancelled")]
     Cancelled,
-    /// The flash command was sent but the device did not come back, or came back running
-    /// something else than the image: the device may run the new image.
+    /// The flash command was sent but the device did not come back, came back running
+    /// something else than the image, or could not be verified: the operation fails and the
+    /// image is not recorded as installed (a device that does run it is recognised before the
+    /// next flash, by its release or its checksum marker, and never flashed twice).
     #[error("{message}")]
     FlashedNotSeenAgain {
         /// What was observed, for the operation log.
@@ -57,6 +60,11 @@ pub enum UpgradeError {
         #[source]
         source: Option<BoxError>,
     },
+    /// Another engine holds the operation now ([`ReportError::LeaseLost`]): the upgrader
+    /// stopped at once, without sending anything more to the device (not even to restore
+    /// services; the new holder starts over or verifies).
+    #[error("another engine holds this operation now")]
+    LeaseLost,
 }
 
 impl UpgradeError {
@@ -92,6 +100,11 @@ impl UpgradeError {
     pub fn may_have_flashed(&self) -> bool {
         matches!(self, UpgradeError::FlashedNotSeenAgain { .. })
     }
+
+    /// Whether the upgrader stopped because another engine holds the operation now.
+    pub fn is_lease_lost(&self) -> bool {
+        matches!(self, UpgradeError::LeaseLost)
+    }
 }
 
 /// What the caller's [`Reporter`](crate::Reporter) could not do.
@@ -102,6 +115,10 @@ pub enum ReportError {
     /// changed.
     #[error("the operation was cancelled")]
     Cancelled,
+    /// Another engine claimed the operation since (this engine's lease expired): stop at once
+    /// and send nothing more to the device, not even to restore what was changed.
+    #[error("another engine holds this operation now")]
+    LeaseLost,
     /// Persisting the report failed; the upgrade must not go on without its record.
     #[error("could not record the upgrade's progress: {0}")]
     Persistence(#[source] BoxError),
@@ -111,6 +128,7 @@ impl From<ReportError> for UpgradeError {
     fn from(error: ReportError) -> Self {
         match error {
             ReportError::Cancelled => UpgradeError::Cancelled,
+            ReportError::LeaseLost => UpgradeError::LeaseLost,
             ReportError::Persistence(source) => UpgradeError::Recoverable {
                 message: "could not record the upgrade's progress".to_owned(),
                 source: Some(source),

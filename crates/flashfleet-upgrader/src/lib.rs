@@ -27,7 +27,8 @@ use async_trait::async_trait;
 use flashfleet_models::{UpgradeOptions, ValidationErrors};
 
 pub use crate::context::{
-    ConnectionTarget, DeviceRelease, HostKey, ImageSource, Reporter, UpgradeContext, UpgradeImage,
+    ConnectionTarget, DeviceRelease, FlashRecord, HostKey, ImageSource, Reporter, UpgradeContext,
+    UpgradeImage,
 };
 pub use crate::error::{BoxError, ReportError, UpgradeError};
 pub use crate::registry::UpgraderRegistry;
