@@ -187,12 +187,10 @@ impl Upgrader for SwupdateUpgrader {
         let target = if active == "a" { "b" } else { "a" };
         context.checkpoint().await?;
 
-        // Reported before anything writes the other slot.
+        // Recorded before anything writes the other slot (a guarded write: at most once per
+        // operation). A board without a boot id to read passes `None`.
         context
-            .enter(
-                UpgradePhase::Flashing,
-                &format!("installing into slot {target}"),
-            )
+            .begin_flash(None, &format!("installing into slot {target}"))
             .await?;
         let keep = context.options.flag("keep_settings").unwrap_or(true);
         let selection = if keep {
@@ -483,6 +481,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }),
         },
         options: UpgradeOptions::from_json(serde_json::json!({"keep_settings": true}))?,
+        previous_flash: None,
         reporter: Arc::new(PrintingReporter),
     };
 

@@ -521,6 +521,7 @@ async fn run_engine(
         heartbeat: Duration::from_secs(10),
         poll_interval: Duration::from_millis(200),
         task_timeout: Duration::from_secs(1500),
+        verification_budget: Duration::from_secs(900),
         retry: RetryPolicy {
             max_retries: 4,
             backoff: Duration::from_secs(1),

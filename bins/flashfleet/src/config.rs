@@ -114,6 +114,8 @@ pub struct DatabaseConfig {
     pub url: Option<String>,
     /// Connections in the pool (SQLite has one writer at a time whatever this says).
     pub max_connections: usize,
+    /// How long a query waits for a free connection of the pool before it fails.
+    pub acquire_timeout: HumanDuration,
 }
 
 impl std::fmt::Debug for DatabaseConfig {
@@ -122,6 +124,7 @@ impl std::fmt::Debug for DatabaseConfig {
             .debug_struct("DatabaseConfig")
             .field("url", &self.url.as_deref().map(redact_url_password))
             .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
             .finish()
     }
 }
@@ -189,6 +192,10 @@ pub struct EngineSection {
     pub heartbeat: HumanDuration,
     /// How often the queue is polled when idle.
     pub poll_interval: HumanDuration,
+    /// How long the engine may spend finding out what a device runs when an upgrade is at or
+    /// past its flash and cannot simply finish (after a crash or restart, past task_timeout):
+    /// when spent, the upgrade fails with "could not verify what the device runs".
+    pub verification_budget: HumanDuration,
     /// Retries of recoverable failures (upstream OPENWISP_FIRMWARE_UPGRADER_RETRY_OPTIONS).
     pub retry: RetrySection,
 }
@@ -269,6 +276,7 @@ impl Default for DatabaseConfig {
         Self {
             url: None,
             max_connections: 10,
+            acquire_timeout: flashfleet_db::DEFAULT_ACQUIRE_TIMEOUT.into(),
         }
     }
 }
@@ -316,6 +324,7 @@ impl Default for EngineSection {
             lease: engine.lease.into(),
             heartbeat: engine.heartbeat.into(),
             poll_interval: engine.poll_interval.into(),
+            verification_budget: engine.verification_budget.into(),
             retry: RetrySection::default(),
         }
     }
@@ -460,6 +469,7 @@ impl Config {
             ("lease", engine.lease),
             ("heartbeat", engine.heartbeat),
             ("poll_interval", engine.poll_interval),
+            ("verification_budget", engine.verification_budget),
         ] {
             if value.get().is_zero() {
                 problems.push(format!("engine.{name} must be longer than zero"));
@@ -571,6 +581,7 @@ impl Config {
     pub fn db_config(&self, secret_key: SecretKey) -> DbConfig {
         let mut db_config = DbConfig::new(self.database_url(), secret_key);
         db_config.pool_size = self.database.max_connections;
+        db_config.acquire_timeout = self.database.acquire_timeout.get();
         db_config
     }
 
@@ -586,6 +597,7 @@ impl Config {
             heartbeat: engine.heartbeat.get(),
             poll_interval: engine.poll_interval.get(),
             task_timeout: engine.task_timeout.get(),
+            verification_budget: engine.verification_budget.get(),
             retry: RetryPolicy {
                 max_retries: engine.retry.max_retries,
                 backoff: engine.retry.backoff.get(),

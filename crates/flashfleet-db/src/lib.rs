@@ -35,4 +35,4 @@ mod upgrade;
 
 pub use crate::crypto::SecretKey;
 pub use crate::error::DbError;
-pub use crate::pool::{Backend, Db, DbConfig, migrate};
+pub use crate::pool::{Backend, DEFAULT_ACQUIRE_TIMEOUT, Db, DbConfig, migrate};

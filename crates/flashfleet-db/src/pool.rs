@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use diesel::sqlite::SqliteConnection;
 use diesel_async::AsyncPgConnection;
@@ -30,6 +31,13 @@ const POSTGRES_ANALYZE: &str = "ANALYZE organizations, users, memberships, api_t
      device_connections, device_firmwares, batch_upgrade_operations, upgrade_operations;";
 
 pub(crate) type SqliteAsyncConnection = SyncConnectionWrapper<SqliteConnection>;
+
+/// [`DbConfig::acquire_timeout`] by default.
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections of the pool kept for the engine's lease renewals, so a heartbeat never waits
+/// behind the queries of the upgrades it keeps alive.
+const LEASE_POOL_SIZE: usize = 2;
 
 /// Which database a [`Db`] talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +69,9 @@ pub struct DbConfig {
     pub secret_key: SecretKey,
     /// Whether [`Db::connect`] applies pending migrations (the default).
     pub run_migrations: bool,
+    /// How long a query waits for a free pooled connection before it fails (10 s by
+    /// default): a saturated pool is an error, never an endless wait.
+    pub acquire_timeout: Duration,
 }
 
 impl DbConfig {
@@ -71,6 +82,7 @@ impl DbConfig {
             pool_size: 10,
             secret_key,
             run_migrations: true,
+            acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
         }
     }
 }
@@ -86,8 +98,23 @@ pub(crate) enum Pool {
 #[derive(Clone)]
 pub struct Db {
     pub(crate) pool: Arc<Pool>,
+    /// A small pool of its own for lease renewals ([`LEASE_POOL_SIZE`]).
+    pub(crate) lease_pool: Arc<Pool>,
+    /// How long a query waits for a pooled connection.
+    pub(crate) acquire_timeout: Duration,
     pub(crate) cipher: SecretCipher,
     backend: Backend,
+    /// Added to this process's clock wherever the handle stamps a time (`modified`, `started`,
+    /// ...): zero, except in tests that simulate a server whose clock is off. Leases never
+    /// use it: they are written and compared with the database's clock.
+    clock_skew: chrono::TimeDelta,
+}
+
+/// The pool of lease renewals, in the shape the `with_conn!` and `with_transaction!` macros
+/// take.
+pub(crate) struct LeasePool {
+    pub(crate) pool: Arc<Pool>,
+    pub(crate) acquire_timeout: Duration,
 }
 
 impl std::fmt::Debug for Db {
@@ -106,44 +133,37 @@ impl Db {
         if config.run_migrations {
             migrate(&config.url).await?;
         }
-        let pool_size = config.pool_size.max(1);
-        let pool = match backend {
-            Backend::Postgres => {
-                let manager =
-                    AsyncDieselConnectionManager::<AsyncPgConnection>::new(config.url.as_str());
-                let pool = DeadPool::builder(manager)
-                    .max_size(pool_size)
-                    .build()
-                    .map_err(DbError::connect)?;
-                // Fail now, with a clear error, rather than at the first request.
-                drop(pool.get().await.map_err(DbError::connect)?);
-                Pool::Postgres(pool)
-            }
-            Backend::Sqlite => {
-                let path = sqlite_path(&config.url)?;
-                let mut manager_config = ManagerConfig::<SqliteAsyncConnection>::default();
-                manager_config.custom_setup = Box::new(|url| {
-                    let url = url.to_owned();
-                    Box::pin(async move { open_sqlite(&url).await })
-                });
-                let manager =
-                    AsyncDieselConnectionManager::<SqliteAsyncConnection>::new_with_config(
-                        path,
-                        manager_config,
-                    );
-                let pool = DeadPool::builder(manager)
-                    .max_size(pool_size)
-                    .build()
-                    .map_err(DbError::connect)?;
-                drop(pool.get().await.map_err(DbError::connect)?);
-                Pool::Sqlite(pool)
-            }
-        };
+        let pool = build_pool(backend, &config.url, config.pool_size.max(1)).await?;
+        let lease_pool = build_pool(backend, &config.url, LEASE_POOL_SIZE).await?;
         Ok(Db {
             pool: Arc::new(pool),
+            lease_pool: Arc::new(lease_pool),
+            acquire_timeout: config.acquire_timeout,
             cipher: SecretCipher::new(&config.secret_key),
             backend,
+            clock_skew: chrono::TimeDelta::zero(),
         })
+    }
+
+    /// The time this handle stamps rows with: this process's clock (plus the skew of
+    /// [`Db::with_clock_skew`] in tests).
+    pub(crate) fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        flashfleet_models::time::now() + self.clock_skew
+    }
+
+    /// The same database, as seen by a server whose clock is `skew` off (tests of clock skew
+    /// between servers sharing one database).
+    #[cfg(feature = "testing")]
+    pub fn with_clock_skew(mut self, skew: chrono::TimeDelta) -> Db {
+        self.clock_skew = skew;
+        self
+    }
+
+    pub(crate) fn lease_pool(&self) -> LeasePool {
+        LeasePool {
+            pool: Arc::clone(&self.lease_pool),
+            acquire_timeout: self.acquire_timeout,
+        }
     }
 
     /// Which backend this handle talks to.
@@ -186,6 +206,40 @@ impl Db {
             }
         }
     }
+}
+
+/// A pool of `size` connections to `url`, checked by opening one.
+async fn build_pool(backend: Backend, url: &str, size: usize) -> Result<Pool, DbError> {
+    Ok(match backend {
+        Backend::Postgres => {
+            let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+            let pool = DeadPool::builder(manager)
+                .max_size(size)
+                .build()
+                .map_err(DbError::connect)?;
+            // Fail now, with a clear error, rather than at the first request.
+            drop(pool.get().await.map_err(DbError::connect)?);
+            Pool::Postgres(pool)
+        }
+        Backend::Sqlite => {
+            let path = sqlite_path(url)?;
+            let mut manager_config = ManagerConfig::<SqliteAsyncConnection>::default();
+            manager_config.custom_setup = Box::new(|url| {
+                let url = url.to_owned();
+                Box::pin(async move { open_sqlite(&url).await })
+            });
+            let manager = AsyncDieselConnectionManager::<SqliteAsyncConnection>::new_with_config(
+                path,
+                manager_config,
+            );
+            let pool = DeadPool::builder(manager)
+                .max_size(size)
+                .build()
+                .map_err(DbError::connect)?;
+            drop(pool.get().await.map_err(DbError::connect)?);
+            Pool::Sqlite(pool)
+        }
+    })
 }
 
 /// Applies the pending migrations of the backend of `url`, outside any pool.
@@ -349,6 +403,42 @@ impl RuleLock for SqliteAsyncConnection {
     }
 }
 
+/// The database's clock: leases are written and compared with it, never with an engine's, so
+/// servers whose clocks disagree still agree on whose lease is live.
+pub(crate) trait DatabaseClock {
+    /// The database server's current time in UTC (microseconds on PostgreSQL, milliseconds on
+    /// SQLite, whose clock is the machine's own: an SQLite file is shared only by the
+    /// processes of one machine).
+    async fn database_now(&mut self) -> Result<chrono::NaiveDateTime, DbError>;
+}
+
+#[derive(diesel::QueryableByName)]
+struct NowRow {
+    #[diesel(sql_type = diesel::sql_types::Timestamp)]
+    now: chrono::NaiveDateTime,
+}
+
+impl DatabaseClock for AsyncPgConnection {
+    async fn database_now(&mut self) -> Result<chrono::NaiveDateTime, DbError> {
+        use diesel_async::RunQueryDsl;
+        let row: NowRow =
+            diesel::sql_query("SELECT CAST(timezone('UTC', clock_timestamp()) AS TIMESTAMP) AS now")
+                .get_result(self)
+                .await?;
+        Ok(row.now)
+    }
+}
+
+impl DatabaseClock for SqliteAsyncConnection {
+    async fn database_now(&mut self) -> Result<chrono::NaiveDateTime, DbError> {
+        use diesel_async::RunQueryDsl;
+        let row: NowRow = diesel::sql_query("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now') AS now")
+            .get_result(self)
+            .await?;
+        Ok(row.now)
+    }
+}
+
 /// Runs `$body` with `$connection` bound to a pooled connection of whichever backend `$db` uses;
 /// the body is compiled once per backend. Evaluates to `Result<T, DbError>`.
 macro_rules! with_conn {
@@ -356,7 +446,7 @@ macro_rules! with_conn {
         match &*$db.pool {
             $crate::pool::Pool::Postgres(pool) => {
                 let result: Result<_, $crate::error::DbError> = async {
-                    let mut pooled = pool.get().await.map_err($crate::error::DbError::connect)?;
+                    let mut pooled = $crate::pool::acquire!(pool, $db.acquire_timeout)?;
                     let $connection: &mut diesel_async::AsyncPgConnection = &mut pooled;
                     $body
                 }
@@ -365,7 +455,7 @@ macro_rules! with_conn {
             }
             $crate::pool::Pool::Sqlite(pool) => {
                 let result: Result<_, $crate::error::DbError> = async {
-                    let mut pooled = pool.get().await.map_err($crate::error::DbError::connect)?;
+                    let mut pooled = $crate::pool::acquire!(pool, $db.acquire_timeout)?;
                     let $connection: &mut $crate::pool::SqliteAsyncConnection = &mut pooled;
                     $body
                 }
@@ -384,7 +474,7 @@ macro_rules! with_transaction {
         match &*$db.pool {
             $crate::pool::Pool::Postgres(pool) => {
                 let result: Result<_, $crate::error::DbError> = async {
-                    let mut pooled = pool.get().await.map_err($crate::error::DbError::connect)?;
+                    let mut pooled = $crate::pool::acquire!(pool, $db.acquire_timeout)?;
                     diesel_async::AsyncConnection::transaction::<_, $crate::error::DbError, _>(
                         &mut *pooled,
                         async |$connection| $body,
@@ -396,7 +486,7 @@ macro_rules! with_transaction {
             }
             $crate::pool::Pool::Sqlite(pool) => {
                 let result: Result<_, $crate::error::DbError> = async {
-                    let mut pooled = pool.get().await.map_err($crate::error::DbError::connect)?;
+                    let mut pooled = $crate::pool::acquire!(pool, $db.acquire_timeout)?;
                     pooled
                         .immediate_transaction::<_, $crate::error::DbError, _>(
                             async |$connection| $body,
@@ -410,4 +500,19 @@ macro_rules! with_transaction {
     }};
 }
 
-pub(crate) use {with_conn, with_transaction};
+/// A connection of `$pool`, waiting at most `$timeout` for one to be free. Evaluates to
+/// `Result<pooled connection, DbError>`.
+macro_rules! acquire {
+    ($pool:expr, $timeout:expr) => {{
+        let timeout: std::time::Duration = $timeout;
+        match tokio::time::timeout(timeout, $pool.get()).await {
+            Ok(pooled) => pooled.map_err($crate::error::DbError::connect),
+            Err(_) => Err($crate::error::DbError::connect(format!(
+                "no database connection became free within {} s (the pool is saturated)",
+                timeout.as_secs_f64()
+            ))),
+        }
+    }};
+}
+
+pub(crate) use {acquire, with_conn, with_transaction};

@@ -37,7 +37,7 @@ pub(crate) fn naive(time: DateTime<Utc>) -> NaiveDateTime {
     time.naive_utc()
 }
 
-fn utc(time: NaiveDateTime) -> DateTime<Utc> {
+pub(crate) fn utc(time: NaiveDateTime) -> DateTime<Utc> {
     time.and_utc()
 }
 
@@ -657,6 +657,12 @@ pub(crate) struct OperationRow {
     pub(crate) modified: NaiveDateTime,
     pub(crate) lease_owner: Option<String>,
     pub(crate) lease_expires_at: Option<NaiveDateTime>,
+    /// Only a claim changes it (in SQL, `lease_epoch + 1`): never written back from a model,
+    /// whose lease may be gone.
+    #[diesel(skip_update)]
+    pub(crate) lease_epoch: i64,
+    pub(crate) flash_attempts: i32,
+    pub(crate) flash_boot_id: Option<String>,
 }
 
 impl OperationRow {
@@ -680,6 +686,13 @@ impl OperationRow {
                 .lease
                 .as_ref()
                 .map(|lease| naive(lease.expires_at)),
+            // The epoch survives a released lease: the next claim increments it.
+            lease_epoch: operation
+                .lease
+                .as_ref()
+                .map_or(0, |lease| i64::try_from(lease.epoch).unwrap_or(i64::MAX)),
+            flash_attempts: i32::try_from(operation.flash_attempts).unwrap_or(i32::MAX),
+            flash_boot_id: operation.flash_boot_id.clone(),
             details: details_text(&operation.details),
             created: naive(operation.created),
             modified: naive(operation.modified),
@@ -707,9 +720,15 @@ impl OperationRow {
                 (Some(owner), Some(expires_at)) => Some(Lease {
                     owner,
                     expires_at: utc(expires_at),
+                    epoch: u64::try_from(self.lease_epoch)
+                        .map_err(|_| DbError::Corrupt(format!("lease epoch {}", self.lease_epoch)))?,
                 }),
                 _ => None,
             },
+            flash_attempts: u32::try_from(self.flash_attempts).map_err(|_| {
+                DbError::Corrupt(format!("flash attempts {}", self.flash_attempts))
+            })?,
+            flash_boot_id: self.flash_boot_id,
             details: parse_details(&self.details)?,
             created: utc(self.created),
             modified: utc(self.modified),

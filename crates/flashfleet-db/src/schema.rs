@@ -202,6 +202,9 @@ diesel::table! {
         modified -> Timestamp,
         lease_owner -> Nullable<Text>,
         lease_expires_at -> Nullable<Timestamp>,
+        lease_epoch -> BigInt,
+        flash_attempts -> Integer,
+        flash_boot_id -> Nullable<Text>,
     }
 }
 

@@ -6,8 +6,10 @@
 //! status machine when another writer got there first. A worker's progress can therefore never
 //! turn a cancelled operation back to `in-progress` (upstream §9.2).
 
+use std::time::Duration;
+
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use flashfleet_models::repository::{
@@ -15,7 +17,7 @@ use flashfleet_models::repository::{
 };
 use flashfleet_models::upgrade_operation::{CANCELLED_BY_USER, append_log, check_cancel};
 use flashfleet_models::{
-    BatchCounters, BatchId, BatchOrder, BatchStatus, BatchUpgradeOperation, Build, DeviceFirmware,
+    BatchCounters, BatchId, Fence, BatchOrder, BatchStatus, BatchUpgradeOperation, Build, DeviceFirmware,
     DeviceGroupId, DeviceId, OperationId, OperationOrder, OrganizationId, Page, PageRequest,
     RepoError, RepoResult, Scope, UpgradeOperation, UpgradePhase, UpgradeStatus, time,
 };
@@ -23,9 +25,9 @@ use flashfleet_models::{
 use crate::directory::{scope_ids, scope_includes_shared};
 use crate::error::DbError;
 use crate::ordering::then_order_by_keys;
-use crate::pool::{Db, with_conn, with_transaction};
+use crate::pool::{DatabaseClock, Db, with_conn, with_transaction};
 use crate::rows::{
-    BatchRow, DeviceFirmwareRow, DeviceRow, OperationRow, convert_all, id_text, naive,
+    BatchRow, DeviceFirmwareRow, DeviceRow, OperationRow, convert_all, id_text, naive, utc,
 };
 use crate::schema::{
     batch_upgrade_operations, builds, categories, device_firmwares, devices, firmware_images,
@@ -444,18 +446,19 @@ impl UpgradeRepository for Db {
     async fn record_progress(
         &self,
         id: OperationId,
+        fence: &Fence,
         update: &ProgressUpdate,
     ) -> RepoResult<Option<UpgradeOperation>> {
-        self.change_operation(id, false, |operation| {
+        let now = self.now();
+        self.change_operation(id, Some(fence), false, false, |operation, _| {
             if operation.status.is_final() {
                 // Finished operations (for example cancelled ones) take no more progress.
-                return OperationChange::Refuse(
-                    flashfleet_models::TransitionError {
-                        from: operation.status.to_string(),
-                        to: update.phase.to_string(),
-                    }
-                    .into(),
-                );
+                return refuse_transition(operation.status.as_str(), update.phase.as_str());
+            }
+            if update.phase == UpgradePhase::Flashing && operation.phase < UpgradePhase::Flashing
+            {
+                // Entering the flash is the guarded write of `begin_flash`, never progress.
+                return refuse_transition(operation.phase.as_str(), update.phase.as_str());
             }
             if let Err(error) = operation.phase.advance(update.phase) {
                 return OperationChange::Refuse(error.into());
@@ -464,7 +467,7 @@ impl UpgradeRepository for Db {
             changed.phase = update.phase;
             changed.progress = update.progress.min(100);
             if changed.started.is_none() && update.phase != UpgradePhase::Queued {
-                changed.started = Some(time::now());
+                changed.started = Some(now);
             }
             if let Some(line) = &update.log_line {
                 append_log(&mut changed.log, line);
@@ -474,18 +477,74 @@ impl UpgradeRepository for Db {
         .await
     }
 
+    async fn begin_flash(
+        &self,
+        id: OperationId,
+        fence: &Fence,
+        boot_id: Option<&str>,
+        log_line: &str,
+    ) -> RepoResult<Option<UpgradeOperation>> {
+        let now = self.now();
+        self.change_operation(id, Some(fence), false, false, |operation, _| {
+            if operation.status.is_final() || operation.phase.is_past_flash() {
+                // Once per operation: a second flash needs `restart_unflashed` first.
+                return refuse_transition(
+                    if operation.status.is_final() {
+                        operation.status.as_str()
+                    } else {
+                        operation.phase.as_str()
+                    },
+                    UpgradePhase::Flashing.as_str(),
+                );
+            }
+            let mut changed = operation.clone();
+            changed.phase = UpgradePhase::Flashing;
+            changed.progress = UpgradePhase::Flashing.milestone();
+            changed.started.get_or_insert(now);
+            changed.flash_attempts = changed.flash_attempts.saturating_add(1);
+            changed.flash_boot_id = boot_id.map(str::to_owned);
+            append_log(&mut changed.log, log_line);
+            OperationChange::Write(Box::new(OperationRow::from_model(&changed)))
+        })
+        .await
+    }
+
+    async fn restart_unflashed(
+        &self,
+        id: OperationId,
+        fence: &Fence,
+        log_line: &str,
+    ) -> RepoResult<Option<UpgradeOperation>> {
+        self.change_operation(id, Some(fence), false, false, |operation, _| {
+            if operation.status.is_final() || !operation.phase.is_past_flash() {
+                return refuse_transition(
+                    operation.phase.as_str(),
+                    UpgradePhase::Queued.as_str(),
+                );
+            }
+            let mut changed = operation.clone();
+            changed.phase = UpgradePhase::Queued;
+            changed.progress = 0;
+            append_log(&mut changed.log, log_line);
+            OperationChange::Write(Box::new(OperationRow::from_model(&changed)))
+        })
+        .await
+    }
+
     async fn complete_operation(
         &self,
         id: OperationId,
+        fence: Option<&Fence>,
         completion: &Completion,
     ) -> RepoResult<Option<UpgradeOperation>> {
-        self.change_operation(id, completion.installed, |operation| {
+        let now = self.now();
+        self.change_operation(id, fence, completion.installed, false, |operation, _| {
             if let Err(error) = operation.status.transition(completion.status) {
                 return OperationChange::Refuse(error.into());
             }
             let mut changed = operation.clone();
             changed.status = completion.status;
-            changed.finished = Some(time::now());
+            changed.finished = Some(now);
             changed.lease = None;
             changed.next_attempt_at = None;
             if completion.status == UpgradeStatus::Success {
@@ -501,14 +560,15 @@ impl UpgradeRepository for Db {
     }
 
     async fn cancel_operation(&self, id: OperationId) -> RepoResult<Option<UpgradeOperation>> {
-        self.change_operation(id, false, |operation| {
+        let now = self.now();
+        self.change_operation(id, None, false, false, |operation, _| {
             if let Err(error) = check_cancel(operation.status, operation.phase, operation.progress)
             {
                 return OperationChange::Refuse(error.into());
             }
             let mut changed = operation.clone();
             changed.status = UpgradeStatus::Cancelled;
-            changed.finished = Some(time::now());
+            changed.finished = Some(now);
             changed.lease = None;
             changed.next_attempt_at = None;
             append_log(&mut changed.log, CANCELLED_BY_USER);
@@ -520,18 +580,17 @@ impl UpgradeRepository for Db {
     async fn schedule_retry(
         &self,
         id: OperationId,
-        next_attempt_at: DateTime<Utc>,
+        fence: &Fence,
+        delay: Duration,
         log_line: &str,
     ) -> RepoResult<Option<UpgradeOperation>> {
-        let next_attempt_at = time::truncate(next_attempt_at);
-        self.change_operation(id, false, |operation| {
+        let now = self.now();
+        let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::TimeDelta::MAX);
+        self.change_operation(id, Some(fence), false, true, |operation, database_now| {
             if operation.status.is_final() {
-                return OperationChange::Refuse(
-                    flashfleet_models::TransitionError {
-                        from: operation.status.to_string(),
-                        to: UpgradePhase::Queued.to_string(),
-                    }
-                    .into(),
+                return refuse_transition(
+                    operation.status.as_str(),
+                    UpgradePhase::Queued.as_str(),
                 );
             }
             if let Err(error) = operation.phase.advance(UpgradePhase::Queued) {
@@ -539,8 +598,13 @@ impl UpgradeRepository for Db {
             }
             let mut changed = operation.clone();
             changed.phase = UpgradePhase::Queued;
-            changed.next_attempt_at = Some(next_attempt_at);
+            changed.next_attempt_at = Some(time::truncate(
+                database_now
+                    .checked_add_signed(delay)
+                    .unwrap_or(DateTime::<Utc>::MAX_UTC),
+            ));
             changed.lease = None;
+            changed.started.get_or_insert(now);
             changed.attempts = changed.attempts.saturating_add(1);
             append_log(&mut changed.log, log_line);
             OperationChange::Write(Box::new(OperationRow::from_model(&changed)))
@@ -551,13 +615,14 @@ impl UpgradeRepository for Db {
     async fn claim_operations(
         &self,
         owner: &str,
-        lease_until: DateTime<Utc>,
+        lease: Duration,
         limit: usize,
     ) -> RepoResult<Vec<UpgradeOperation>> {
-        let now = naive(time::now());
-        let lease_until = naive(time::truncate(lease_until));
+        let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::TimeDelta::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = with_transaction!(self, |connection| {
+            let now = DatabaseClock::database_now(&mut *connection).await?;
+            let lease_until = now.checked_add_signed(lease).unwrap_or(NaiveDateTime::MAX);
             let candidates = QueueQueries::claimable_in_turns(&mut *connection, now, limit).await?;
             let locked = QueueQueries::lock_claimable(&mut *connection, &candidates, now).await?;
             let claimed: Vec<OperationRow> = diesel::update(
@@ -568,6 +633,7 @@ impl UpgradeRepository for Db {
             .set((
                 upgrade_operations::lease_owner.eq(Some(owner)),
                 upgrade_operations::lease_expires_at.eq(Some(lease_until)),
+                upgrade_operations::lease_epoch.eq(upgrade_operations::lease_epoch + 1),
             ))
             .returning(OperationRow::as_returning())
             .get_results(connection)
@@ -582,23 +648,45 @@ impl UpgradeRepository for Db {
 
     async fn renew_leases(
         &self,
-        owner: &str,
-        ids: &[OperationId],
-        lease_until: DateTime<Utc>,
+        fences: &[(OperationId, Fence)],
+        lease: Duration,
     ) -> RepoResult<Vec<OperationId>> {
-        let ids: Vec<String> = ids.iter().map(|id| id_text(*id)).collect();
-        let lease_until = naive(time::truncate(lease_until));
-        let renewed: Vec<String> = with_conn!(self, |connection| {
-            Ok(diesel::update(
-                upgrade_operations::table
-                    .filter(upgrade_operations::id.eq_any(&ids))
-                    .filter(upgrade_operations::lease_owner.eq(owner))
-                    .filter(upgrade_operations::status.eq(IN_PROGRESS)),
-            )
-            .set(upgrade_operations::lease_expires_at.eq(Some(lease_until)))
-            .returning(upgrade_operations::id)
-            .get_results(connection)
-            .await?)
+        if fences.is_empty() {
+            return Ok(Vec::new());
+        }
+        let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::TimeDelta::MAX);
+        let fences: Vec<(String, String, i64)> = fences
+            .iter()
+            .map(|(id, fence)| {
+                (
+                    id_text(*id),
+                    fence.owner.clone(),
+                    i64::try_from(fence.epoch).unwrap_or(i64::MAX),
+                )
+            })
+            .collect();
+        // Its own pool: a heartbeat never waits behind the queries of the upgrades it keeps
+        // alive.
+        let renewed: Vec<String> = with_transaction!(self.lease_pool(), |connection| {
+            let now = DatabaseClock::database_now(&mut *connection).await?;
+            let lease_until = now.checked_add_signed(lease).unwrap_or(NaiveDateTime::MAX);
+            let mut renewed = Vec::with_capacity(fences.len());
+            for (id, owner, epoch) in &fences {
+                let updated = diesel::update(
+                    upgrade_operations::table
+                        .find(id)
+                        .filter(upgrade_operations::lease_owner.eq(owner))
+                        .filter(upgrade_operations::lease_epoch.eq(epoch))
+                        .filter(upgrade_operations::status.eq(IN_PROGRESS)),
+                )
+                .set(upgrade_operations::lease_expires_at.eq(Some(lease_until)))
+                .execute(connection)
+                .await?;
+                if updated > 0 {
+                    renewed.push(id.clone());
+                }
+            }
+            Ok(renewed)
         })?;
         Ok(renewed
             .iter()
@@ -606,13 +694,15 @@ impl UpgradeRepository for Db {
             .collect::<Result<_, DbError>>()?)
     }
 
-    async fn release_lease(&self, id: OperationId, owner: &str) -> RepoResult<bool> {
+    async fn release_lease(&self, id: OperationId, fence: &Fence) -> RepoResult<bool> {
         let id = id_text(id);
+        let epoch = i64::try_from(fence.epoch).unwrap_or(i64::MAX);
         Ok(with_conn!(self, |connection| {
             let released = diesel::update(
                 upgrade_operations::table
                     .find(&id)
-                    .filter(upgrade_operations::lease_owner.eq(owner)),
+                    .filter(upgrade_operations::lease_owner.eq(&fence.owner))
+                    .filter(upgrade_operations::lease_epoch.eq(epoch)),
             )
             .set((
                 upgrade_operations::lease_owner.eq(None::<String>),
@@ -708,15 +798,22 @@ impl UpgradeRepository for Db {
 
 impl Db {
     /// Reads operation `id`, asks `decide` what to do with it, and writes the result only if the
-    /// row has not changed since it was read (same status and `modified`); re-reads and decides
-    /// again when it has. When the operation finishes, in the same transaction: marks the
-    /// device's firmware record installed if `mark_installed` (and it still points at the
-    /// operation's image, upstream §2.3), and recomputes the batch status.
+    /// row has not changed since it was read (same status, `modified` and lease epoch);
+    /// re-reads and decides again when it has. With `fence`, refuses with
+    /// [`RepoError::LeaseLost`] unless the operation is held with it: the epoch in the
+    /// update's condition makes this a fenced write even against a claim committed between the
+    /// read and the write. `decide` also gets the database's clock when `reads_database_clock` (else this
+    /// handle's). When the operation
+    /// finishes, in the same transaction: marks the device's firmware record installed if
+    /// `mark_installed` (and it still points at the operation's image, upstream §2.3), and
+    /// recomputes the batch status.
     async fn change_operation(
         &self,
         id: OperationId,
+        fence: Option<&Fence>,
         mark_installed: bool,
-        decide: impl Fn(&UpgradeOperation) -> OperationChange + Send + Sync,
+        reads_database_clock: bool,
+        decide: impl Fn(&UpgradeOperation, DateTime<Utc>) -> OperationChange + Send + Sync,
     ) -> RepoResult<Option<UpgradeOperation>> {
         let id = id_text(id);
         let decide = &decide;
@@ -733,17 +830,32 @@ impl Db {
                 };
                 let read_modified = row.modified;
                 let read_status = row.status.clone();
+                let read_epoch = row.lease_epoch;
                 let operation = row.into_model()?;
-                let mut changed = match decide(&operation) {
+                if let Some(fence) = fence
+                    && !fence.holds(operation.lease.as_ref())
+                {
+                    return Err(DbError::Domain(RepoError::LeaseLost {
+                        operation: id.clone(),
+                        fence: fence.to_string(),
+                    }));
+                }
+                let database_now = if reads_database_clock {
+                    utc(DatabaseClock::database_now(&mut *connection).await?)
+                } else {
+                    self.now()
+                };
+                let mut changed = match decide(&operation, database_now) {
                     OperationChange::Refuse(error) => return Err(DbError::Domain(error)),
                     OperationChange::Write(changed) => *changed,
                 };
-                changed.modified = naive(time::now()).max(read_modified);
+                changed.modified = naive(self.now()).max(read_modified);
                 let stored = diesel::update(
                     upgrade_operations::table
                         .find(&id)
                         .filter(upgrade_operations::status.eq(&read_status))
-                        .filter(upgrade_operations::modified.eq(read_modified)),
+                        .filter(upgrade_operations::modified.eq(read_modified))
+                        .filter(upgrade_operations::lease_epoch.eq(read_epoch)),
                 )
                 .set(&changed)
                 .returning(OperationRow::as_returning())
@@ -780,6 +892,17 @@ impl Db {
             )))
         })?)
     }
+}
+
+/// Refuses a change from `from` to `to` as a transition error.
+fn refuse_transition(from: &str, to: &str) -> OperationChange {
+    OperationChange::Refuse(
+        flashfleet_models::TransitionError {
+            from: from.to_owned(),
+            to: to.to_owned(),
+        }
+        .into(),
+    )
 }
 
 /// Counts the operations of batch `$batch_id` per status.
@@ -964,5 +1087,54 @@ impl QueueQueries for crate::pool::SqliteAsyncConnection {
         .select(upgrade_operations::id)
         .load(self)
         .await?)
+    }
+}
+
+#[cfg(feature = "testing")]
+impl Db {
+    /// Claims operation `id` (whatever its lease or due time) for `owner` for 30 s, as an
+    /// engine's claim would, and returns the fence of that claim (tests of writes that need
+    /// one).
+    pub async fn claim_for_test(&self, id: OperationId, owner: &str) -> RepoResult<Fence> {
+        let id_text = id_text(id);
+        let owner_text = owner.to_owned();
+        let epoch: i64 = with_transaction!(self, |connection| {
+            let now = DatabaseClock::database_now(&mut *connection).await?;
+            let until = now + chrono::Duration::seconds(30);
+            Ok(diesel::update(upgrade_operations::table.find(&id_text))
+                .set((
+                    upgrade_operations::lease_owner.eq(Some(&owner_text)),
+                    upgrade_operations::lease_expires_at.eq(Some(until)),
+                    upgrade_operations::lease_epoch.eq(upgrade_operations::lease_epoch + 1),
+                ))
+                .returning(upgrade_operations::lease_epoch)
+                .get_result(connection)
+                .await?)
+        })?;
+        Ok(Fence {
+            owner: owner.to_owned(),
+            epoch: u64::try_from(epoch).unwrap_or_default(),
+        })
+    }
+
+    /// Makes every lease held on operation `id` expired, as if its holder had not renewed it
+    /// for the lease's whole duration (tests of crash recovery and fencing). The epoch is kept:
+    /// the holder's writes are refused only once another claim moves it on.
+    pub async fn expire_lease(&self, id: OperationId) -> RepoResult<()> {
+        let id = id_text(id);
+        let long_ago = chrono::NaiveDate::from_ymd_opt(2000, 1, 1)
+            .and_then(|date| date.and_hms_opt(0, 0, 0))
+            .unwrap_or_default();
+        Ok(with_conn!(self, |connection| {
+            diesel::update(
+                upgrade_operations::table
+                    .find(&id)
+                    .filter(upgrade_operations::lease_owner.is_not_null()),
+            )
+            .set(upgrade_operations::lease_expires_at.eq(Some(long_ago)))
+            .execute(connection)
+            .await?;
+            Ok(())
+        })?)
     }
 }

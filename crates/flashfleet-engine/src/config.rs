@@ -82,6 +82,14 @@ pub struct EngineConfig {
     /// (upstream `OPENWISP_FIRMWARE_UPGRADER_TASK_TIMEOUT`, 1500 s).
     #[serde(with = "seconds")]
     pub task_timeout: Duration,
+    /// How long the engine may spend finding out what a device runs when an operation is at
+    /// or past the flash and its upgrade cannot simply finish (found so after a crash or a
+    /// restart, past the task timeout, device deactivated): reconnecting, reading what the
+    /// device runs, and flashing again only if the device proves the first flash never
+    /// reached it. When it is spent, the operation ends `failed` with "could not verify what
+    /// the device runs", its image not recorded as installed.
+    #[serde(with = "seconds")]
+    pub verification_budget: Duration,
     /// Retries of recoverable failures.
     pub retry: RetryPolicy,
 }
@@ -101,6 +109,7 @@ impl Default for EngineConfig {
             heartbeat: Duration::from_secs(10),
             poll_interval: Duration::from_secs(1),
             task_timeout: Duration::from_secs(1500),
+            verification_budget: Duration::from_secs(900),
             retry: RetryPolicy::default(),
         }
     }

@@ -1,6 +1,13 @@
 //! The engine's [`Reporter`]: every report of an upgrader is persisted through the repository
-//! (and published on the event bus) before the upgrader goes on.
+//! (and published on the event bus) before the upgrader goes on, as a write fenced by the lease
+//! the engine claimed the operation with.
+//!
+//! Every repository call runs on a task of its own that this reporter awaits ([`detached`]):
+//! when the upgrader's future is dropped (the task timeout, the verification budget), a write
+//! in flight still runs to its end, so no database transaction is ever cut in the middle (a
+//! cut SQLite transaction would keep the database's write lock on its pooled connection).
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -9,11 +16,53 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use async_trait::async_trait;
 use flashfleet_models::repository::{ProgressUpdate, Repository};
 use flashfleet_models::{
-    DeviceConnectionId, OperationId, RepoError, Scope, UpgradePhase, UpgradeStatus,
+    DeviceConnectionId, Fence, OperationId, RepoError, Scope, UpgradeOperation, UpgradePhase,
+    UpgradeStatus,
 };
 use flashfleet_upgrader::{HostKey, ReportError, Reporter};
 
 use crate::events::{Event, EventBus};
+
+/// The lease an engine holds on one running operation: the fence its writes carry, and whether
+/// it was lost (another engine claimed the operation since).
+#[derive(Debug)]
+pub(crate) struct HeldLease {
+    pub(crate) fence: Fence,
+    lost: AtomicBool,
+}
+
+impl HeldLease {
+    pub(crate) fn new(fence: Fence) -> Self {
+        Self {
+            fence,
+            lost: AtomicBool::new(false),
+        }
+    }
+
+    /// Marks the lease lost: the operation's run writes nothing more and stops at once.
+    pub(crate) fn lose(&self) {
+        self.lost.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+}
+
+/// Runs `future` (a repository call) on a task of its own and waits for it: if the caller is
+/// dropped meanwhile, the call still runs to its end instead of being cut in the middle of a
+/// transaction.
+pub(crate) async fn detached<T: Send + 'static>(
+    future: impl Future<Output = T> + Send + 'static,
+) -> T {
+    match tokio::spawn(future).await {
+        Ok(value) => value,
+        Err(join_error) if join_error.is_panic() => std::panic::resume_unwind(join_error.into_panic()),
+        // Tasks are never aborted; only a runtime shutting down cancels one, and then nothing
+        // waits for this value any more.
+        Err(join_error) => panic!("a repository task was cancelled: {join_error}"),
+    }
+}
 
 /// Persists the reports of one operation's upgrader.
 pub(crate) struct OperationReporter {
@@ -23,8 +72,8 @@ pub(crate) struct OperationReporter {
     pub(crate) events: EventBus,
     /// The phase and progress last recorded, for log lines reported without a phase.
     pub(crate) position: Mutex<(UpgradePhase, u8)>,
-    /// Set when another engine took the operation over: report nothing more, stop.
-    pub(crate) lease_lost: Arc<AtomicBool>,
+    /// The lease this run holds: its writes carry its fence; once lost, report nothing more.
+    pub(crate) lease: Arc<HeldLease>,
     /// Set when the engine stops: report nothing more, stop at the next checkpoint.
     pub(crate) stopping: Arc<AtomicBool>,
     /// Permits for the steps from connecting to the end of the upload.
@@ -34,45 +83,48 @@ pub(crate) struct OperationReporter {
 }
 
 impl OperationReporter {
-    /// Whether this run must stop: its lease was lost, or the engine stops.
-    fn must_stop(&self) -> bool {
-        self.lease_lost.load(Ordering::SeqCst) || self.stopping.load(Ordering::SeqCst)
+    /// Why this run must stop now, if it must: its lease was lost, or the engine stops.
+    fn must_stop(&self) -> Result<(), ReportError> {
+        if self.lease.is_lost() {
+            Err(ReportError::LeaseLost)
+        } else if self.stopping.load(Ordering::SeqCst) {
+            Err(ReportError::Cancelled)
+        } else {
+            Ok(())
+        }
     }
 
-    async fn record(
-        &self,
-        phase: UpgradePhase,
-        progress: u8,
-        line: Option<&str>,
-    ) -> Result<(), ReportError> {
-        if self.must_stop() {
-            return Err(ReportError::Cancelled);
+    /// The phase last recorded.
+    pub(crate) fn phase(&self) -> UpgradePhase {
+        self.position
+            .lock()
+            .map(|position| position.0)
+            .unwrap_or(UpgradePhase::Queued)
+    }
+
+    /// Takes or gives back the permit of the steps before the upload's end, for `phase`.
+    async fn enter_phase(&self, phase: UpgradePhase) {
+        // Entering the steps before the upload waits for a permit (the operation stays queued
+        // meanwhile); leaving the upload gives it back.
+        let mut preparing = self.preparing.lock().await;
+        let in_preparation = (UpgradePhase::Connecting..=UpgradePhase::Uploading).contains(&phase);
+        if in_preparation && preparing.is_none() {
+            *preparing = Arc::clone(&self.preparing_permits)
+                .acquire_owned()
+                .await
+                .ok();
+        } else if !in_preparation {
+            *preparing = None;
         }
-        {
-            // Entering the steps before the upload waits for a permit (the operation stays
-            // queued meanwhile); leaving the upload gives it back.
-            let mut preparing = self.preparing.lock().await;
-            let in_preparation =
-                (UpgradePhase::Connecting..=UpgradePhase::Uploading).contains(&phase);
-            if in_preparation && preparing.is_none() {
-                *preparing = Arc::clone(&self.preparing_permits)
-                    .acquire_owned()
-                    .await
-                    .ok();
-            } else if !in_preparation {
-                *preparing = None;
-            }
-        }
-        let update = ProgressUpdate {
-            phase,
-            progress,
-            log_line: line.map(str::to_owned),
-        };
-        match self
-            .repository
-            .record_progress(self.operation_id, &update)
-            .await
-        {
+    }
+
+    /// Persists one write (run detached), then records and publishes the stored operation.
+    async fn persist<F>(&self, write: F) -> Result<(), ReportError>
+    where
+        F: Future<Output = Result<Option<UpgradeOperation>, RepoError>> + Send + 'static,
+    {
+        self.must_stop()?;
+        match detached(write).await {
             Ok(Some(operation)) => {
                 if let Ok(mut position) = self.position.lock() {
                     *position = (operation.phase, operation.progress);
@@ -82,6 +134,11 @@ impl OperationReporter {
             }
             // Deleted meanwhile: nobody wants this upgrade any more.
             Ok(None) => Err(ReportError::Cancelled),
+            Err(RepoError::LeaseLost { .. }) => {
+                tracing::warn!(operation = %self.operation_id, fence = %self.lease.fence, "a write was refused: another engine holds this operation now; stopping at once");
+                self.lease.lose();
+                Err(ReportError::LeaseLost)
+            }
             Err(RepoError::Transition(transition)) => {
                 if self.is_cancelled().await {
                     Err(ReportError::Cancelled)
@@ -91,6 +148,32 @@ impl OperationReporter {
             }
             Err(error) => Err(ReportError::Persistence(Box::new(error))),
         }
+    }
+
+    async fn record(
+        &self,
+        phase: UpgradePhase,
+        progress: u8,
+        line: Option<&str>,
+    ) -> Result<(), ReportError> {
+        self.must_stop()?;
+        if phase == UpgradePhase::Flashing && self.phase() < UpgradePhase::Flashing {
+            // Entering the flash is the guarded write of `begin_flash`, whichever way an
+            // upgrader reports it.
+            return self
+                .begin_flash(None, line.unwrap_or("Upgrade operation in progress..."))
+                .await;
+        }
+        self.enter_phase(phase).await;
+        let update = ProgressUpdate {
+            phase,
+            progress,
+            log_line: line.map(str::to_owned),
+        };
+        let repository = Arc::clone(&self.repository);
+        let (id, fence) = (self.operation_id, self.lease.fence.clone());
+        self.persist(async move { repository.record_progress(id, &fence, &update).await })
+            .await
     }
 }
 
@@ -115,14 +198,12 @@ impl Reporter for OperationReporter {
     }
 
     async fn is_cancelled(&self) -> bool {
-        if self.must_stop() {
+        if self.must_stop().is_err() {
             return true;
         }
-        match self
-            .repository
-            .operation(&Scope::All, self.operation_id)
-            .await
-        {
+        let repository = Arc::clone(&self.repository);
+        let id = self.operation_id;
+        match detached(async move { repository.operation(&Scope::All, id).await }).await {
             Ok(Some(operation)) => operation.status == UpgradeStatus::Cancelled,
             Ok(None) => true,
             // Unknown: carry on; the next report will fail if the database is really gone.
@@ -130,11 +211,44 @@ impl Reporter for OperationReporter {
         }
     }
 
+    async fn checkpoint(&self) -> Result<(), ReportError> {
+        self.must_stop()?;
+        if self.is_cancelled().await {
+            // Lost or stopping meanwhile, or cancelled by a user.
+            self.must_stop()?;
+            return Err(ReportError::Cancelled);
+        }
+        Ok(())
+    }
+
     async fn record_host_key(&self, host_key: &HostKey) -> Result<(), ReportError> {
-        self.repository
-            .record_host_key(self.connection_id, &host_key.to_string())
+        self.must_stop()?;
+        let repository = Arc::clone(&self.repository);
+        let (connection_id, host_key) = (self.connection_id, host_key.to_string());
+        detached(async move { repository.record_host_key(connection_id, &host_key).await })
             .await
             .map(|_| ())
             .map_err(|error| ReportError::Persistence(Box::new(error)))
+    }
+
+    async fn begin_flash(&self, boot_id: Option<&str>, line: &str) -> Result<(), ReportError> {
+        self.must_stop()?;
+        self.enter_phase(UpgradePhase::Flashing).await;
+        let repository = Arc::clone(&self.repository);
+        let (id, fence) = (self.operation_id, self.lease.fence.clone());
+        let (boot_id, line) = (boot_id.map(str::to_owned), line.to_owned());
+        self.persist(async move {
+            repository
+                .begin_flash(id, &fence, boot_id.as_deref(), &line)
+                .await
+        })
+        .await
+    }
+
+    async fn restart_unflashed(&self, line: &str) -> Result<(), ReportError> {
+        let repository = Arc::clone(&self.repository);
+        let (id, fence, line) = (self.operation_id, self.lease.fence.clone(), line.to_owned());
+        self.persist(async move { repository.restart_unflashed(id, &fence, &line).await })
+            .await
     }
 }

@@ -1,12 +1,12 @@
 //! The engine's loop: claim what is due, run it, renew the leases of what runs.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use flashfleet_boards::ImageMap;
 use flashfleet_models::repository::Repository;
-use flashfleet_models::{OperationId, Scope, time};
+use flashfleet_models::{Fence, Lease, OperationId};
 use flashfleet_upgrader::UpgraderRegistry;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -16,6 +16,7 @@ use crate::config::EngineConfig;
 use crate::error::EngineError;
 use crate::events::EventBus;
 use crate::files::FirmwareFiles;
+use crate::reporter::HeldLease;
 use crate::runner::{Shared, run_operation};
 
 /// Runs queued upgrade operations. Cheap to clone; clones share one engine.
@@ -107,15 +108,37 @@ impl Engine {
     }
 
     async fn work(&self, shutdown: Option<CancellationToken>) -> Result<(), EngineError> {
+        let leases: Leases = Arc::new(Mutex::new(HashMap::new()));
+        // The heartbeat runs on a task of its own (and renews through the repository's lease
+        // connections), so that claiming, joining and the reports of the upgrades it keeps
+        // alive never delay it. It is stopped by a flag, never aborted: a renewal in flight
+        // ends its transaction.
+        let stop_heartbeat = CancellationToken::new();
+        let heartbeat = tokio::spawn(heartbeat(
+            Arc::clone(&self.shared),
+            Arc::clone(&leases),
+            stop_heartbeat.clone(),
+        ));
+        let result = self.claim_and_run(shutdown, &leases).await;
+        stop_heartbeat.cancel();
+        if let Err(join_error) = heartbeat.await {
+            tracing::error!(%join_error, "the heartbeat task failed");
+        }
+        result
+    }
+
+    async fn claim_and_run(
+        &self,
+        shutdown: Option<CancellationToken>,
+        leases: &Leases,
+    ) -> Result<(), EngineError> {
         let config = &self.shared.config;
         let mut running: JoinSet<(OperationId, Result<(), EngineError>)> = JoinSet::new();
-        let mut leases: HashMap<OperationId, Arc<AtomicBool>> = HashMap::new();
-        // Operations this engine claimed again while their task still ran here (see below).
-        let mut reclaimed: HashSet<OperationId> = HashSet::new();
+        // Operations this engine claimed again while their task still ran here (see below),
+        // with the fence of that second claim.
+        let mut reclaimed: HashMap<OperationId, Fence> = HashMap::new();
         // Which operation each task runs, to forget a task that panicked.
         let mut tasks: HashMap<tokio::task::Id, OperationId> = HashMap::new();
-        let mut heartbeat = tokio::time::interval(config.heartbeat);
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let stopping = || {
             shutdown
                 .as_ref()
@@ -123,13 +146,12 @@ impl Engine {
         };
         loop {
             if !stopping() && running.len() < config.max_in_flight {
-                let lease_until = time::now() + lease_duration(config);
                 let claimed = self
                     .shared
                     .repository
                     .claim_operations(
                         &config.name,
-                        lease_until,
+                        config.lease,
                         config.max_in_flight - running.len(),
                     )
                     .await;
@@ -149,21 +171,29 @@ impl Engine {
                 };
                 for operation in claimed {
                     let id = operation.id;
-                    if leases.contains_key(&id) {
+                    let Some(fence) = operation.lease.as_ref().map(Lease::fence) else {
+                        tracing::error!(operation = %id, "a claimed operation carries no lease; skipped");
+                        continue;
+                    };
+                    let running_here = lock(leases).get(&id).cloned();
+                    if let Some(previous) = running_here {
                         // Its task has not been joined yet: it still runs, and its lease
-                        // expired (a heartbeat came too late, on a loaded machine), or it just
-                        // ended with a retry due at once. Either way a second task would run
-                        // the same upgrade twice at once. The claim renewed the lease; it is
-                        // given back when the task is joined, so a retry is claimed afresh.
+                        // expired (a heartbeat came too late), or it just ended with a retry
+                        // due at once. Either way a second task would run the same upgrade
+                        // twice at once; and the first one's fence is stale now, so it stops
+                        // at its next report. The new claim is given back when that task is
+                        // joined, so the operation is claimed afresh and recovered by its
+                        // phase.
                         tracing::debug!(operation = %id, "claimed again while its task runs here");
-                        reclaimed.insert(id);
+                        previous.lose();
+                        reclaimed.insert(id, fence);
                         continue;
                     }
                     let shared = Arc::clone(&self.shared);
-                    let lost = Arc::new(AtomicBool::new(false));
-                    leases.insert(id, Arc::clone(&lost));
+                    let lease = Arc::new(HeldLease::new(fence));
+                    lock(leases).insert(id, Arc::clone(&lease));
                     let task = running
-                        .spawn(async move { (id, run_operation(&shared, operation, lost).await) });
+                        .spawn(async move { (id, run_operation(&shared, operation, lease).await) });
                     tasks.insert(task.id(), id);
                 }
             }
@@ -185,9 +215,9 @@ impl Engine {
                         None => continue,
                     };
                     if let Some(id) = tasks.remove(&task) {
-                        leases.remove(&id);
-                        if reclaimed.remove(&id) {
-                            self.release_reclaimed(id).await;
+                        lock(leases).remove(&id);
+                        if let Some(fence) = reclaimed.remove(&id) {
+                            self.release_reclaimed(id, &fence).await;
                         }
                         match outcome {
                             Ok(Ok(())) => {}
@@ -202,9 +232,6 @@ impl Engine {
                         }
                     }
                 }
-                _ = heartbeat.tick() => {
-                    self.renew(&leases).await;
-                }
                 _ = self.wake.notified() => {}
                 _ = poll, if shutdown.is_some() => {}
                 _ = cancelled(shutdown.as_ref()), if !stopping() => {}
@@ -213,60 +240,65 @@ impl Engine {
     }
 
     /// Gives back the lease of an operation claimed again while its task ran here, once that
-    /// task ended, so that the operation (a retry) is claimed afresh rather than when the lease
-    /// expires.
-    async fn release_reclaimed(&self, id: OperationId) {
-        let name = &self.shared.config.name;
-        if let Err(error) = self.shared.repository.release_lease(id, name).await {
+    /// task ended, so that the operation is claimed afresh rather than when the lease expires.
+    async fn release_reclaimed(&self, id: OperationId, fence: &Fence) {
+        if let Err(error) = self.shared.repository.release_lease(id, fence).await {
             tracing::warn!(operation = %id, %error, "could not give a lease back; it will expire");
         }
     }
+}
 
-    /// Renews the leases of the operations in flight. A lease found lost (this engine could not
-    /// renew it in time and another engine claimed the operation) is flagged: the operation's
-    /// task stops at its next report and writes nothing more. Tasks are never aborted, so no
-    /// database transaction is ever cut in the middle.
-    async fn renew(&self, leases: &HashMap<OperationId, Arc<AtomicBool>>) {
-        if leases.is_empty() {
-            return;
+/// The leases held on the operations this engine runs, shared with the heartbeat.
+type Leases = Arc<Mutex<HashMap<OperationId, Arc<HeldLease>>>>;
+
+fn lock(leases: &Leases) -> std::sync::MutexGuard<'_, HashMap<OperationId, Arc<HeldLease>>> {
+    leases
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Renews the leases of the operations in flight every heartbeat until `stop`. A lease not
+/// renewed was lost (another engine claimed the operation since, with a new epoch) or its
+/// operation ended: either way its run writes nothing more, and stops at its next report.
+/// The renewal itself is never cut: `stop` is only looked at between renewals.
+async fn heartbeat(shared: Arc<Shared>, leases: Leases, stop: CancellationToken) {
+    let mut interval = tokio::time::interval(shared.config.heartbeat);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = interval.tick() => {}
         }
-        let config = &self.shared.config;
-        let ids: Vec<OperationId> = leases.keys().copied().collect();
-        let lease_until = time::now() + lease_duration(config);
-        let renewed = match self
-            .shared
+        let held: Vec<(OperationId, Arc<HeldLease>)> = lock(&leases)
+            .iter()
+            .filter(|(_, lease)| !lease.is_lost())
+            .map(|(id, lease)| (*id, Arc::clone(lease)))
+            .collect();
+        if held.is_empty() {
+            continue;
+        }
+        let fences: Vec<(OperationId, Fence)> = held
+            .iter()
+            .map(|(id, lease)| (*id, lease.fence.clone()))
+            .collect();
+        let renewed = match shared
             .repository
-            .renew_leases(&config.name, &ids, lease_until)
+            .renew_leases(&fences, shared.config.lease)
             .await
         {
             Ok(renewed) => renewed,
             Err(error) => {
                 tracing::warn!(%error, "could not renew leases; retrying at the next heartbeat");
-                return;
+                continue;
             }
         };
-        for id in ids.iter().filter(|id| !renewed.contains(id)) {
-            // Not renewed: finished (or waiting for a retry) meanwhile, or taken over by another
-            // engine. Only the last one is lost.
-            let taken_over = match self.shared.repository.operation(&Scope::All, *id).await {
-                Ok(Some(operation)) => {
-                    !operation.status.is_final()
-                        && operation
-                            .lease
-                            .is_some_and(|lease| lease.owner != config.name)
-                }
-                Ok(None) | Err(_) => false,
-            };
-            if taken_over && let Some(lost) = leases.get(id) {
-                tracing::warn!(operation = %id, "lease lost to another engine; stopping this run");
-                lost.store(true, Ordering::SeqCst);
+        for (id, lease) in held.iter().filter(|(id, _)| !renewed.contains(id)) {
+            if lock(&leases).contains_key(id) {
+                tracing::debug!(operation = %id, "lease not renewed (lost or ended); this run writes nothing more");
+                lease.lose();
             }
         }
     }
-}
-
-fn lease_duration(config: &EngineConfig) -> chrono::Duration {
-    chrono::Duration::from_std(config.lease).unwrap_or(chrono::TimeDelta::MAX)
 }
 
 async fn cancelled(shutdown: Option<&CancellationToken>) {

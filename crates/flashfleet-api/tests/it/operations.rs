@@ -2,9 +2,9 @@
 
 use actix_web::http::{Method, StatusCode};
 use flashfleet_models::repository::{
-    DeviceRepository, FirmwareRepository, ProgressUpdate, UpgradeRepository,
+    DeviceRepository, FirmwareRepository, UpgradeRepository,
 };
-use flashfleet_models::{NewBuild, OperationId, UpgradePhase};
+use flashfleet_models::{NewBuild, OperationId};
 use serde_json::{Value, json};
 
 use crate::support::{Tenant, TestApi, apis, connected_device, stored_image};
@@ -170,15 +170,20 @@ async fn an_operation_that_is_flashing_cannot_be_cancelled() {
             .unwrap()
             .parse()
             .unwrap();
+        // An engine claimed it and recorded its flash.
+        let claimed = api
+            .db()
+            .claim_operations("engine", std::time::Duration::from_secs(30), 100)
+            .await
+            .unwrap();
+        let fence = claimed
+            .iter()
+            .find(|claimed| claimed.id == operation)
+            .and_then(|claimed| claimed.lease.as_ref())
+            .map(flashfleet_models::Lease::fence)
+            .unwrap();
         api.db()
-            .record_progress(
-                operation,
-                &ProgressUpdate {
-                    phase: UpgradePhase::Flashing,
-                    progress: 65,
-                    log_line: Some("Upgrade operation in progress...".into()),
-                },
-            )
+            .begin_flash(operation, &fence, None, "Upgrade operation in progress...")
             .await
             .unwrap();
         let refused = api

@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use flashfleet_db::testing::TestDb;
 use flashfleet_engine::{Engine, Event, EventBus};
-use flashfleet_models::repository::{DeviceRepository, ProgressUpdate, UpgradeRepository};
-use flashfleet_models::{Scope, UpgradePhase, UpgradeStatus, time};
+use flashfleet_models::repository::{DeviceRepository, UpgradeRepository};
+use flashfleet_models::{Scope, UpgradePhase, UpgradeStatus};
 use flashfleet_upgrader::UpgraderRegistry;
 
 use crate::support::{
-    EmptyFiles, SCRIPTED, ScriptedUpgrader, Step, fast_config, fixture, queued_device,
+    EmptyFiles, SCRIPTED, ScriptedUpgrader, Step, crashed_at, fast_config, fixture, queued_device,
 };
 
 fn engine(db: &flashfleet_db::Db, upgrader: &Arc<ScriptedUpgrader>, name: &str) -> Engine {
@@ -166,24 +166,8 @@ async fn an_operation_left_past_the_flash_by_a_crashed_engine_is_only_verified()
         let before_flash = queued_device(db, &fixture, "before").await;
         let after_flash = queued_device(db, &fixture, "after").await;
         // A previous engine claimed both, reached these phases, and died: its leases expired.
-        db.claim_operations("crashed", time::now() - chrono::Duration::seconds(1), 10)
-            .await
-            .unwrap();
-        for (operation, phase) in [
-            (&before_flash, UpgradePhase::Uploading),
-            (&after_flash, UpgradePhase::Flashing),
-        ] {
-            db.record_progress(
-                operation.id,
-                &ProgressUpdate {
-                    phase,
-                    progress: phase.milestone(),
-                    log_line: None,
-                },
-            )
-            .await
-            .unwrap();
-        }
+        crashed_at(db, &before_flash, UpgradePhase::Uploading).await;
+        crashed_at(db, &after_flash, UpgradePhase::Flashing).await;
         let upgrader = Arc::new(ScriptedUpgrader::default());
         engine(db, &upgrader, "engine-b")
             .run_until_idle()
@@ -247,19 +231,7 @@ async fn operations_past_the_task_timeout_fail_and_free_their_device() {
         let db = test_db.db();
         let fixture = fixture(db).await;
         let stuck = queued_device(db, &fixture, "stuck").await;
-        db.claim_operations("crashed", time::now() - chrono::Duration::seconds(1), 10)
-            .await
-            .unwrap();
-        db.record_progress(
-            stuck.id,
-            &ProgressUpdate {
-                phase: UpgradePhase::Uploading,
-                progress: 30,
-                log_line: None,
-            },
-        )
-        .await
-        .unwrap();
+        crashed_at(db, &stuck, UpgradePhase::Uploading).await;
         let upgrader = Arc::new(ScriptedUpgrader::default());
         let mut config = crate::support::fast_config("engine-b");
         config.task_timeout = Duration::ZERO;

@@ -167,6 +167,7 @@ pub(crate) fn fast_config(name: &str) -> EngineConfig {
         heartbeat: Duration::from_millis(200),
         poll_interval: Duration::from_millis(20),
         task_timeout: Duration::from_secs(1500),
+        verification_budget: Duration::from_secs(60),
         retry: RetryPolicy {
             max_retries: 2,
             backoff: Duration::ZERO,
@@ -258,4 +259,39 @@ pub(crate) async fn queued_device(db: &Db, fixture: &Fixture, name: &str) -> Upg
     )
     .await
     .expect("test setup")
+}
+
+/// Leaves `operation` as an engine that claimed it, recorded `phase` (through the guarded
+/// flash write for `Flashing` and later) and died would: its lease held by "crashed", then
+/// expired.
+pub(crate) async fn crashed_at(db: &Db, operation: &UpgradeOperation, phase: UpgradePhase) {
+    let claimed = db
+        .claim_operations("crashed", Duration::from_secs(30), 100)
+        .await
+        .expect("test setup");
+    let fence = claimed
+        .iter()
+        .find(|claimed| claimed.id == operation.id)
+        .and_then(|claimed| claimed.lease.as_ref())
+        .map(flashfleet_models::Lease::fence)
+        .expect("the operation was claimable");
+    if phase.is_past_flash() {
+        db.begin_flash(operation.id, &fence, None, "flashing")
+            .await
+            .expect("test setup");
+    }
+    if phase != UpgradePhase::Flashing {
+        db.record_progress(
+            operation.id,
+            &fence,
+            &flashfleet_models::repository::ProgressUpdate {
+                phase,
+                progress: phase.milestone(),
+                log_line: None,
+            },
+        )
+        .await
+        .expect("test setup");
+    }
+    db.expire_lease(operation.id).await.expect("test setup");
 }
