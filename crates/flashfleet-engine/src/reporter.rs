@@ -27,16 +27,35 @@ use crate::events::{Event, EventBus};
 /// it was lost (another engine claimed the operation since).
 #[derive(Debug)]
 pub(crate) struct HeldLease {
-    pub(crate) fence: Fence,
+    fence: Mutex<Fence>,
     lost: AtomicBool,
 }
 
 impl HeldLease {
     pub(crate) fn new(fence: Fence) -> Self {
         Self {
-            fence,
+            fence: Mutex::new(fence),
             lost: AtomicBool::new(false),
         }
+    }
+
+    /// The fence the run's writes carry now.
+    pub(crate) fn fence(&self) -> Fence {
+        self.fence
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Takes over `fence`, of a claim this same engine made again while the run went on (its
+    /// lease had expired, and no other engine claimed the operation in between: the epoch
+    /// moved by this engine's claim only). The run stays the only one, and writes with the new
+    /// fence from now on.
+    pub(crate) fn adopt(&self, fence: Fence) {
+        *self
+            .fence
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = fence;
     }
 
     /// Marks the lease lost: the operation's run writes nothing more and stops at once.
@@ -118,13 +137,22 @@ impl OperationReporter {
         }
     }
 
-    /// Persists one write (run detached), then records and publishes the stored operation.
-    async fn persist<F>(&self, write: F) -> Result<(), ReportError>
+    /// Persists one write (run detached, with the run's fence), then records and publishes
+    /// the stored operation. A write refused because this engine claimed the operation again
+    /// meanwhile (the fence moved on here) is made again with the new fence.
+    async fn persist<F, W>(&self, write: W) -> Result<(), ReportError>
     where
+        W: Fn(Fence) -> F,
         F: Future<Output = Result<Option<UpgradeOperation>, RepoError>> + Send + 'static,
     {
         self.must_stop()?;
-        match detached(write).await {
+        let mut fence = self.lease.fence();
+        let mut result = detached(write(fence.clone())).await;
+        while matches!(result, Err(RepoError::LeaseLost { .. })) && self.lease.fence() != fence {
+            fence = self.lease.fence();
+            result = detached(write(fence.clone())).await;
+        }
+        match result {
             Ok(Some(operation)) => {
                 if let Ok(mut position) = self.position.lock() {
                     *position = (operation.phase, operation.progress);
@@ -135,7 +163,7 @@ impl OperationReporter {
             // Deleted meanwhile: nobody wants this upgrade any more.
             Ok(None) => Err(ReportError::Cancelled),
             Err(RepoError::LeaseLost { .. }) => {
-                tracing::warn!(operation = %self.operation_id, fence = %self.lease.fence, "a write was refused: another engine holds this operation now; stopping at once");
+                tracing::warn!(operation = %self.operation_id, %fence, "a write was refused: another engine holds this operation now; stopping at once");
                 self.lease.lose();
                 Err(ReportError::LeaseLost)
             }
@@ -170,10 +198,12 @@ impl OperationReporter {
             progress,
             log_line: line.map(str::to_owned),
         };
-        let repository = Arc::clone(&self.repository);
-        let (id, fence) = (self.operation_id, self.lease.fence.clone());
-        self.persist(async move { repository.record_progress(id, &fence, &update).await })
-            .await
+        let id = self.operation_id;
+        self.persist(|fence| {
+            let (repository, update) = (Arc::clone(&self.repository), update.clone());
+            async move { repository.record_progress(id, &fence, &update).await }
+        })
+        .await
     }
 }
 
@@ -234,21 +264,25 @@ impl Reporter for OperationReporter {
     async fn begin_flash(&self, boot_id: Option<&str>, line: &str) -> Result<(), ReportError> {
         self.must_stop()?;
         self.enter_phase(UpgradePhase::Flashing).await;
-        let repository = Arc::clone(&self.repository);
-        let (id, fence) = (self.operation_id, self.lease.fence.clone());
-        let (boot_id, line) = (boot_id.map(str::to_owned), line.to_owned());
-        self.persist(async move {
-            repository
-                .begin_flash(id, &fence, boot_id.as_deref(), &line)
-                .await
+        let id = self.operation_id;
+        self.persist(|fence| {
+            let repository = Arc::clone(&self.repository);
+            let (boot_id, line) = (boot_id.map(str::to_owned), line.to_owned());
+            async move {
+                repository
+                    .begin_flash(id, &fence, boot_id.as_deref(), &line)
+                    .await
+            }
         })
         .await
     }
 
     async fn restart_unflashed(&self, line: &str) -> Result<(), ReportError> {
-        let repository = Arc::clone(&self.repository);
-        let (id, fence, line) = (self.operation_id, self.lease.fence.clone(), line.to_owned());
-        self.persist(async move { repository.restart_unflashed(id, &fence, &line).await })
-            .await
+        let id = self.operation_id;
+        self.persist(|fence| {
+            let (repository, line) = (Arc::clone(&self.repository), line.to_owned());
+            async move { repository.restart_unflashed(id, &fence, &line).await }
+        })
+        .await
     }
 }

@@ -342,7 +342,7 @@ impl Run<'_> {
                 let line = format!(
                     "Detected a recoverable failure: {message}.\nThe upgrade operation will be retried soon."
                 );
-                let fence = self.lease.fence.clone();
+                let fence = self.lease.fence();
                 if let Some(stored) = self
                     .repository()
                     .schedule_retry(self.operation.id, &fence, delay, &line)
@@ -364,7 +364,7 @@ impl Run<'_> {
     async fn give_back(&self) -> Result<(), EngineError> {
         if let Err(error) = self
             .repository()
-            .release_lease(self.operation.id, &self.lease.fence)
+            .release_lease(self.operation.id, &self.lease.fence())
             .await
         {
             tracing::warn!(operation = %self.operation.id, %error, "could not release the lease of a stopped operation; it is claimed again once the lease expires");
@@ -455,7 +455,7 @@ impl Run<'_> {
     /// Records progress of the operation (fenced), publishing it.
     async fn record(&self, update: ProgressUpdate) -> Result<(), EngineError> {
         let repository = Arc::clone(self.repository());
-        let (id, fence) = (self.operation.id, self.lease.fence.clone());
+        let (id, fence) = (self.operation.id, self.lease.fence());
         let stored =
             detached(async move { repository.record_progress(id, &fence, &update).await }).await?;
         if let Some(stored) = stored {
@@ -509,7 +509,7 @@ impl Run<'_> {
             installed,
         };
         let repository = Arc::clone(&shared.repository);
-        let (id, fence) = (self.operation.id, self.lease.fence.clone());
+        let (id, fence) = (self.operation.id, self.lease.fence());
         let Some(stored) = detached(async move {
             repository
                 .complete_operation(id, Some(&fence), &completion)

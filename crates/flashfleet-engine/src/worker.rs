@@ -134,9 +134,9 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let config = &self.shared.config;
         let mut running: JoinSet<(OperationId, Result<(), EngineError>)> = JoinSet::new();
-        // Operations this engine claimed again while their task still ran here (see below),
-        // with the fence of that second claim.
-        let mut reclaimed: HashMap<OperationId, Fence> = HashMap::new();
+        // Operations this engine claimed again while their task still ran here (see below).
+        let mut reclaimed: std::collections::HashSet<OperationId> =
+            std::collections::HashSet::new();
         // Which operation each task runs, to forget a task that panicked.
         let mut tasks: HashMap<tokio::task::Id, OperationId> = HashMap::new();
         let stopping = || {
@@ -178,15 +178,21 @@ impl Engine {
                     let running_here = lock(leases).get(&id).cloned();
                     if let Some(previous) = running_here {
                         // Its task has not been joined yet: it still runs, and its lease
-                        // expired (a heartbeat came too late), or it just ended with a retry
-                        // due at once. Either way a second task would run the same upgrade
-                        // twice at once; and the first one's fence is stale now, so it stops
-                        // at its next report. The new claim is given back when that task is
-                        // joined, so the operation is claimed afresh and recovered by its
-                        // phase.
+                        // expired (a heartbeat came too late, on a loaded machine), or it
+                        // just ended with a retry due at once. Either way a second task would
+                        // run the same upgrade twice at once. No other engine claimed it in
+                        // between (this claim's epoch follows the task's), so the task stays
+                        // the only run and writes with the new fence from now on. The lease is
+                        // given back when the task is joined, so that a retry is claimed
+                        // afresh.
                         tracing::debug!(operation = %id, "claimed again while its task runs here");
-                        previous.lose();
-                        reclaimed.insert(id, fence);
+                        if !previous.is_lost() && fence.epoch == previous.fence().epoch + 1 {
+                            previous.adopt(fence);
+                        } else {
+                            // Another claim came in between: the task's run is stale.
+                            previous.lose();
+                        }
+                        reclaimed.insert(id);
                         continue;
                     }
                     let shared = Arc::clone(&self.shared);
@@ -215,9 +221,9 @@ impl Engine {
                         None => continue,
                     };
                     if let Some(id) = tasks.remove(&task) {
-                        lock(leases).remove(&id);
-                        if let Some(fence) = reclaimed.remove(&id) {
-                            self.release_reclaimed(id, &fence).await;
+                        let lease = lock(leases).remove(&id);
+                        if let (true, Some(lease)) = (reclaimed.remove(&id), lease) {
+                            self.release_reclaimed(id, &lease.fence()).await;
                         }
                         match outcome {
                             Ok(Ok(())) => {}
@@ -279,7 +285,7 @@ async fn heartbeat(shared: Arc<Shared>, leases: Leases, stop: CancellationToken)
         }
         let fences: Vec<(OperationId, Fence)> = held
             .iter()
-            .map(|(id, lease)| (*id, lease.fence.clone()))
+            .map(|(id, lease)| (*id, lease.fence()))
             .collect();
         let renewed = match shared
             .repository
@@ -292,8 +298,9 @@ async fn heartbeat(shared: Arc<Shared>, leases: Leases, stop: CancellationToken)
                 continue;
             }
         };
-        for (id, lease) in held.iter().filter(|(id, _)| !renewed.contains(id)) {
-            if lock(&leases).contains_key(id) {
+        for ((id, lease), (_, fence)) in held.iter().zip(&fences) {
+            // A fence that moved meanwhile was taken over by a new claim of this engine.
+            if !renewed.contains(id) && lease.fence() == *fence && lock(&leases).contains_key(id) {
                 tracing::debug!(operation = %id, "lease not renewed (lost or ended); this run writes nothing more");
                 lease.lose();
             }

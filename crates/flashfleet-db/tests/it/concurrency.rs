@@ -360,8 +360,10 @@ async fn a_cancel_racing_the_flash_never_leaves_a_cancelled_operation_past_the_f
         for round in 0..10 {
             let operation = NewUpgradeOperation::new(device.id, chain.image.id).into_operation();
             db.insert_operation(&operation).await.unwrap();
+            let fence = db.claim_for_test(operation.id, "engine-a").await.unwrap();
             db.record_progress(
                 operation.id,
+                &fence,
                 &ProgressUpdate {
                     phase: UpgradePhase::TestingImage,
                     progress: 60,
@@ -381,18 +383,15 @@ async fn a_cancel_racing_the_flash_never_leaves_a_cancelled_operation_past_the_f
                 })
             };
             let flash = {
-                let (db, barrier, id) = (other.clone(), Arc::clone(&barrier), operation.id);
+                let (db, barrier, id, fence) = (
+                    other.clone(),
+                    Arc::clone(&barrier),
+                    operation.id,
+                    fence.clone(),
+                );
                 tokio::spawn(async move {
                     barrier.wait().await;
-                    db.record_progress(
-                        id,
-                        &ProgressUpdate {
-                            phase: UpgradePhase::Flashing,
-                            progress: 65,
-                            log_line: Some("Flashing".into()),
-                        },
-                    )
-                    .await
+                    db.begin_flash(id, &fence, None, "Flashing").await
                 })
             };
             let cancelled = cancel.await.unwrap();
@@ -403,7 +402,8 @@ async fn a_cancel_racing_the_flash_never_leaves_a_cancelled_operation_past_the_f
                 .unwrap()
                 .unwrap();
             match (&cancelled, &flashed) {
-                (Ok(Some(_)), Err(RepoError::Transition(_))) => {
+                // Cancelling ended the engine's lease: its flash is refused as a lost lease.
+                (Ok(Some(_)), Err(RepoError::LeaseLost { .. })) => {
                     assert_eq!(
                         stored.status,
                         UpgradeStatus::Cancelled,
@@ -416,6 +416,12 @@ async fn a_cancel_racing_the_flash_never_leaves_a_cancelled_operation_past_the_f
                         test_db.backend(),
                         stored.phase
                     );
+                    assert_eq!(
+                        stored.flash_attempts,
+                        0,
+                        "backend: {}: round {round}: a cancelled operation was never flashed",
+                        test_db.backend()
+                    );
                 }
                 (Err(RepoError::Cancel(CancelError::FlashStarted { .. })), Ok(Some(_))) => {
                     assert_eq!(
@@ -424,8 +430,15 @@ async fn a_cancel_racing_the_flash_never_leaves_a_cancelled_operation_past_the_f
                         "backend: {}: round {round}",
                         test_db.backend()
                     );
+                    assert_eq!(
+                        stored.flash_attempts,
+                        1,
+                        "backend: {}: round {round}",
+                        test_db.backend()
+                    );
                     db.complete_operation(
                         operation.id,
+                        Some(&fence),
                         &flashfleet_models::repository::Completion {
                             status: UpgradeStatus::Success,
                             log_line: None,

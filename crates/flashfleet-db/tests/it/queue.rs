@@ -1,17 +1,30 @@
 //! The durable queue: claiming operations with leases, heartbeats, expiry and fairness.
 
-use chrono::Duration;
+use std::time::Duration;
+
 use flashfleet_db::testing::TestDb;
 use flashfleet_db::{Backend, Db};
 use flashfleet_models::repository::{
     Completion, DeviceRepository, ProgressUpdate, UpgradeRepository,
 };
-use flashfleet_models::{OperationId, UpgradePhase, UpgradeStatus, time};
+use flashfleet_models::{Fence, OperationId, Scope, UpgradePhase, UpgradeStatus};
 
 use crate::support::{BOARD, chain, device, operation};
 
-fn in_minutes(minutes: i64) -> chrono::DateTime<chrono::Utc> {
-    time::now() + Duration::minutes(minutes)
+/// A lease of `minutes` minutes.
+fn minutes(minutes: u64) -> Duration {
+    Duration::from_secs(minutes * 60)
+}
+
+/// The fences of `claimed`, as `renew_leases` takes them.
+fn fences(claimed: &[flashfleet_models::UpgradeOperation]) -> Vec<(OperationId, Fence)> {
+    claimed
+        .iter()
+        .map(|operation| {
+            let lease = operation.lease.as_ref().expect("a claimed operation has a lease");
+            (operation.id, lease.fence())
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -26,7 +39,7 @@ async fn claimed_operations_carry_a_lease_and_are_not_claimed_again_until_it_exp
         }
 
         let claimed = db
-            .claim_operations("engine-a", in_minutes(1), 10)
+            .claim_operations("engine-a", minutes(1), 10)
             .await
             .unwrap();
         let mut claimed_ids: Vec<OperationId> =
@@ -43,7 +56,14 @@ async fn claimed_operations_carry_a_lease_and_are_not_claimed_again_until_it_exp
             test_db.backend()
         );
         assert!(
-            db.claim_operations("engine-b", in_minutes(1), 10)
+            claimed
+                .iter()
+                .all(|operation| operation.lease.as_ref().map(|lease| lease.epoch) == Some(1)),
+            "backend: {}: a first claim has epoch 1",
+            test_db.backend()
+        );
+        assert!(
+            db.claim_operations("engine-b", minutes(1), 10)
                 .await
                 .unwrap()
                 .is_empty(),
@@ -51,19 +71,31 @@ async fn claimed_operations_carry_a_lease_and_are_not_claimed_again_until_it_exp
             test_db.backend()
         );
 
+        // The holder renews its leases.
+        let held = fences(&claimed);
+        let mut renewed = db.renew_leases(&held, minutes(1)).await.unwrap();
+        renewed.sort();
+        assert_eq!(renewed, queued, "backend: {}", test_db.backend());
+
         // engine-a stops renewing: once its leases expire, engine-b recovers the operations.
-        let renewed = db
-            .renew_leases("engine-a", &queued, in_minutes(-1))
-            .await
-            .unwrap();
-        assert_eq!(renewed.len(), 3, "backend: {}", test_db.backend());
+        for id in &queued {
+            db.expire_lease(*id).await.unwrap();
+        }
         let recovered = db
-            .claim_operations("engine-b", in_minutes(1), 10)
+            .claim_operations("engine-b", minutes(1), 10)
             .await
             .unwrap();
         assert_eq!(recovered.len(), 3, "backend: {}", test_db.backend());
         assert!(
-            db.renew_leases("engine-a", &queued, in_minutes(1))
+            recovered.iter().all(|operation| operation
+                .lease
+                .as_ref()
+                .is_some_and(|lease| lease.owner == "engine-b" && lease.epoch == 2)),
+            "backend: {}: a recovery claim moves the epoch on",
+            test_db.backend()
+        );
+        assert!(
+            db.renew_leases(&held, minutes(1))
                 .await
                 .unwrap()
                 .is_empty(),
@@ -80,13 +112,16 @@ async fn operations_waiting_for_a_retry_or_finished_are_not_claimed() {
         let chain = chain(db, "acme").await;
         let waiting_device = device(db, chain.organization.id, "ap-1", BOARD).await;
         let waiting = operation(db, &waiting_device, &chain.image).await;
-        db.schedule_retry(waiting.id, in_minutes(5), "retry later")
+        let fence = db.claim_for_test(waiting.id, "engine-a").await.unwrap();
+        db.schedule_retry(waiting.id, &fence, minutes(5), "retry later")
             .await
+            .unwrap()
             .unwrap();
         let finished_device = device(db, chain.organization.id, "ap-2", BOARD).await;
         let finished = operation(db, &finished_device, &chain.image).await;
         db.complete_operation(
             finished.id,
+            None,
             &Completion {
                 status: UpgradeStatus::Failed,
                 log_line: None,
@@ -97,19 +132,22 @@ async fn operations_waiting_for_a_retry_or_finished_are_not_claimed() {
         .unwrap();
 
         assert!(
-            db.claim_operations("engine-a", in_minutes(1), 10)
+            db.claim_operations("engine-a", minutes(1), 10)
                 .await
                 .unwrap()
                 .is_empty(),
             "backend: {}",
             test_db.backend()
         );
-        // Once due, the retried operation is claimable again.
-        db.schedule_retry(waiting.id, in_minutes(-1), "retry now")
+        // Once due, the retried operation is claimable again (a retry without delay is due at
+        // once; the test claim only provides a fence to write it with).
+        let fence = db.claim_for_test(waiting.id, "engine-a").await.unwrap();
+        db.schedule_retry(waiting.id, &fence, Duration::ZERO, "retry now")
             .await
+            .unwrap()
             .unwrap();
         let claimed = db
-            .claim_operations("engine-a", in_minutes(1), 10)
+            .claim_operations("engine-a", minutes(1), 10)
             .await
             .unwrap();
         assert_eq!(
@@ -138,7 +176,7 @@ async fn claims_take_turns_between_organizations() {
         let quiet_operation = operation(db, &quiet_device, &quiet.image).await;
 
         let claimed = db
-            .claim_operations("engine-a", in_minutes(1), 2)
+            .claim_operations("engine-a", minutes(1), 2)
             .await
             .unwrap();
         assert_eq!(claimed.len(), 2, "backend: {}", test_db.backend());
@@ -159,29 +197,55 @@ async fn a_released_lease_makes_the_operation_claimable_and_finishing_clears_the
         let chain = chain(db, "acme").await;
         let device = device(db, chain.organization.id, "ap-1", BOARD).await;
         let queued = operation(db, &device, &chain.image).await;
-        db.claim_operations("engine-a", in_minutes(1), 1)
+        let claimed = db
+            .claim_operations("engine-a", minutes(1), 1)
             .await
             .unwrap();
+        let fence_a = claimed[0].lease.as_ref().unwrap().fence();
+        let other_owner = Fence {
+            owner: "engine-b".into(),
+            epoch: fence_a.epoch,
+        };
+        let other_epoch = Fence {
+            owner: "engine-a".into(),
+            epoch: fence_a.epoch + 1,
+        };
+        for wrong in [&other_owner, &other_epoch] {
+            assert!(
+                !db.release_lease(queued.id, wrong).await.unwrap(),
+                "backend: {}: {wrong}",
+                test_db.backend()
+            );
+        }
         assert!(
-            !db.release_lease(queued.id, "engine-b").await.unwrap(),
+            db.release_lease(queued.id, &fence_a).await.unwrap(),
             "backend: {}",
             test_db.backend()
         );
-        assert!(
-            db.release_lease(queued.id, "engine-a").await.unwrap(),
-            "backend: {}",
-            test_db.backend()
-        );
+        let released = db
+            .operation(&Scope::All, queued.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(released.lease, None, "backend: {}", test_db.backend());
         let claimed = db
-            .claim_operations("engine-b", in_minutes(1), 1)
+            .claim_operations("engine-b", minutes(1), 1)
             .await
             .unwrap();
         assert_eq!(claimed.len(), 1, "backend: {}", test_db.backend());
+        let fence_b = claimed[0].lease.as_ref().unwrap().fence();
+        assert_eq!(
+            fence_b.epoch,
+            fence_a.epoch + 1,
+            "backend: {}: a claim after a release still moves the epoch on",
+            test_db.backend()
+        );
 
         // Progress keeps the lease; completion clears it.
         let progressed = db
             .record_progress(
                 queued.id,
+                &fence_b,
                 &ProgressUpdate {
                     phase: UpgradePhase::Connecting,
                     progress: 5,
@@ -192,12 +256,15 @@ async fn a_released_lease_makes_the_operation_claimable_and_finishing_clears_the
             .unwrap()
             .unwrap();
         assert_eq!(
-            progressed.lease.map(|lease| lease.owner).as_deref(),
-            Some("engine-b")
+            progressed.lease.map(|lease| lease.fence()),
+            Some(fence_b.clone()),
+            "backend: {}",
+            test_db.backend()
         );
         let completed = db
             .complete_operation(
                 queued.id,
+                Some(&fence_b),
                 &Completion {
                     status: UpgradeStatus::Success,
                     log_line: None,
@@ -229,7 +296,7 @@ async fn two_engines_claiming_at_once_never_claim_one_operation_twice() {
                 // Small batches, so both engines keep claiming while the other does.
                 loop {
                     let claimed = handle
-                        .claim_operations(name, in_minutes(1), 3)
+                        .claim_operations(name, minutes(1), 3)
                         .await
                         .unwrap();
                     if claimed.is_empty() {

@@ -67,6 +67,8 @@ async fn operations_round_trip_field_by_field() {
         finished.progress = 100;
         finished.log = "Connection successful\nUpgrade completed successfully".into();
         finished.attempts = 2;
+        finished.flash_attempts = 1;
+        finished.flash_boot_id = Some("6f1c0a52-8d5e-4a3b-9b7e-3f2d1c0b9a87".into());
         finished.next_attempt_at = Some(ago(7));
         finished.started = Some(ago(10));
         finished.finished = Some(ago(1));
@@ -166,7 +168,11 @@ async fn a_device_has_at_most_one_unfinished_operation() {
         .await
         .unwrap();
 
-        db.complete_operation(first.id, &completion(UpgradeStatus::Failed, false, None))
+        db.complete_operation(
+            first.id,
+            None,
+            &completion(UpgradeStatus::Failed, false, None),
+        )
             .await
             .unwrap()
             .unwrap();
@@ -205,10 +211,12 @@ async fn recording_progress_moves_the_phase_forward_and_appends_log_lines() {
         queued.created = ago(10);
         queued.modified = queued.created;
         db.insert_operation(&queued).await.unwrap();
+        let fence = db.claim_for_test(queued.id, "engine-a").await.unwrap();
 
         let connecting = db
             .record_progress(
                 queued.id,
+                &fence,
                 &progress(UpgradePhase::Connecting, 5, Some("Connecting to 10.0.0.1")),
             )
             .await
@@ -238,6 +246,7 @@ async fn recording_progress_moves_the_phase_forward_and_appends_log_lines() {
         let verified = db
             .record_progress(
                 queued.id,
+                &fence,
                 &progress(UpgradePhase::VerifyingIdentity, 15, None),
             )
             .await
@@ -256,6 +265,7 @@ async fn recording_progress_moves_the_phase_forward_and_appends_log_lines() {
         let uploading = db
             .record_progress(
                 queued.id,
+                &fence,
                 &progress(UpgradePhase::Uploading, 25, Some("Uploading the image")),
             )
             .await
@@ -271,6 +281,7 @@ async fn recording_progress_moves_the_phase_forward_and_appends_log_lines() {
         let further = db
             .record_progress(
                 queued.id,
+                &fence,
                 &progress(UpgradePhase::Uploading, 40, Some("40%")),
             )
             .await
@@ -303,6 +314,7 @@ async fn recording_progress_moves_the_phase_forward_and_appends_log_lines() {
         assert_eq!(
             db.record_progress(
                 OperationId::new(),
+                &fence,
                 &progress(UpgradePhase::Connecting, 5, None)
             )
             .await
@@ -321,8 +333,10 @@ async fn progress_that_would_move_the_phase_back_is_refused() {
         let chain = chain(db, "acme").await;
         let device = device_in(db, chain.organization.id, "ap-1").await;
         let operation = operation(db, &device, &chain.image).await;
+        let fence = db.claim_for_test(operation.id, "engine-a").await.unwrap();
         db.record_progress(
             operation.id,
+            &fence,
             &progress(UpgradePhase::TestingImage, 60, Some("Testing")),
         )
         .await
@@ -333,6 +347,7 @@ async fn progress_that_would_move_the_phase_back_is_refused() {
         let back = db
             .record_progress(
                 operation.id,
+                &fence,
                 &progress(UpgradePhase::Connecting, 5, Some("stale")),
             )
             .await;
@@ -349,7 +364,11 @@ async fn progress_that_would_move_the_phase_back_is_refused() {
         );
         // Back to the queue before the flash is a retry, and allowed.
         let requeued = db
-            .record_progress(operation.id, &progress(UpgradePhase::Queued, 60, None))
+            .record_progress(
+                operation.id,
+                &fence,
+                &progress(UpgradePhase::Queued, 60, None),
+            )
             .await
             .unwrap()
             .unwrap();
@@ -359,14 +378,14 @@ async fn progress_that_would_move_the_phase_back_is_refused() {
             "backend: {}",
             test_db.backend()
         );
-        // After the flash, never.
-        db.record_progress(operation.id, &progress(UpgradePhase::Flashing, 65, None))
+        // After the flash (entered through `begin_flash`), never.
+        db.begin_flash(operation.id, &fence, None, "Flashing")
             .await
             .unwrap()
             .unwrap();
         for phase in [UpgradePhase::Queued, UpgradePhase::Uploading] {
             let refused = db
-                .record_progress(operation.id, &progress(phase, 10, None))
+                .record_progress(operation.id, &fence, &progress(phase, 10, None))
                 .await;
             assert!(
                 matches!(refused, Err(RepoError::Transition(_))),
@@ -390,18 +409,44 @@ async fn progress_on_a_finished_operation_is_refused() {
         let chain = chain(db, "acme").await;
         let device = device_in(db, chain.organization.id, "ap-1").await;
         let operation = operation(db, &device, &chain.image).await;
+        let fence = db.claim_for_test(operation.id, "engine-a").await.unwrap();
         let finished = db
             .complete_operation(
                 operation.id,
+                None,
                 &completion(UpgradeStatus::Aborted, false, Some("Identity mismatch")),
             )
             .await
             .unwrap()
             .unwrap();
 
+        // Ending the operation cleared its lease: the engine that held it writes nothing more.
         let refused = db
             .record_progress(
                 operation.id,
+                &fence,
+                &progress(UpgradePhase::Uploading, 30, Some("late")),
+            )
+            .await;
+        assert!(
+            matches!(refused, Err(RepoError::LeaseLost { .. })),
+            "backend: {}: {refused:?}",
+            test_db.backend()
+        );
+        assert_eq!(
+            stored_operation(db, operation.id).await,
+            finished,
+            "backend: {}",
+            test_db.backend()
+        );
+        // Even a fence that holds the finished operation writes no progress: the status machine
+        // refuses it.
+        let holding = db.claim_for_test(operation.id, "engine-b").await.unwrap();
+        let held = stored_operation(db, operation.id).await;
+        let refused = db
+            .record_progress(
+                operation.id,
+                &holding,
                 &progress(UpgradePhase::Uploading, 30, Some("late")),
             )
             .await;
@@ -412,7 +457,13 @@ async fn progress_on_a_finished_operation_is_refused() {
         );
         assert_eq!(
             stored_operation(db, operation.id).await,
-            finished,
+            held,
+            "backend: {}",
+            test_db.backend()
+        );
+        assert_eq!(
+            (held.status, held.log.as_str()),
+            (finished.status, finished.log.as_str()),
             "backend: {}",
             test_db.backend()
         );
@@ -435,8 +486,10 @@ async fn completing_an_operation_sets_the_final_status_and_marks_the_firmware_in
         record.image_id = next.id;
         let queued = NewUpgradeOperation::new(device.id, next.id).into_operation();
         db.queue_upgrade(&record, &queued).await.unwrap();
+        let fence = db.claim_for_test(queued.id, "engine-a").await.unwrap();
         db.record_progress(
             queued.id,
+            &fence,
             &progress(UpgradePhase::Uploading, 30, Some("up")),
         )
         .await
@@ -447,6 +500,7 @@ async fn completing_an_operation_sets_the_final_status_and_marks_the_firmware_in
         let completed = db
             .complete_operation(
                 queued.id,
+                Some(&fence),
                 &completion(
                     UpgradeStatus::Success,
                     true,
@@ -498,6 +552,7 @@ async fn completing_an_operation_sets_the_final_status_and_marks_the_firmware_in
         assert_eq!(
             db.complete_operation(
                 OperationId::new(),
+                None,
                 &completion(UpgradeStatus::Success, true, None)
             )
             .await
@@ -526,6 +581,7 @@ async fn a_completion_without_install_leaves_the_firmware_record_not_installed()
         let failed = db
             .complete_operation(
                 queued.id,
+                None,
                 &completion(UpgradeStatus::Failed, false, Some("sysupgrade failed")),
             )
             .await
@@ -556,6 +612,7 @@ async fn completing_an_operation_twice_is_refused() {
         let failed = db
             .complete_operation(
                 operation.id,
+                None,
                 &completion(UpgradeStatus::Failed, false, None),
             )
             .await
@@ -565,6 +622,7 @@ async fn completing_an_operation_twice_is_refused() {
         let again = db
             .complete_operation(
                 operation.id,
+                None,
                 &completion(UpgradeStatus::Success, true, Some("late success")),
             )
             .await;
@@ -592,6 +650,7 @@ async fn completing_an_operation_with_the_in_progress_status_is_refused() {
         let refused = db
             .complete_operation(
                 operation.id,
+                None,
                 &completion(UpgradeStatus::InProgress, false, None),
             )
             .await;
@@ -621,8 +680,10 @@ async fn cancelling_before_the_flash_ends_the_operation_with_upstreams_log_line(
         let uploading_device = device_in(db, chain.organization.id, "ap-2").await;
         let queued = operation(db, &queued_device, &chain.image).await;
         let uploading = operation(db, &uploading_device, &chain.image).await;
+        let fence = db.claim_for_test(uploading.id, "engine-a").await.unwrap();
         db.record_progress(
             uploading.id,
+            &fence,
             &progress(UpgradePhase::Uploading, 40, Some("Uploading the image")),
         )
         .await
@@ -682,14 +743,24 @@ async fn cancelling_once_the_flash_may_have_started_is_refused() {
         let flashing_device = device_in(db, chain.organization.id, "ap-1").await;
         let threshold_device = device_in(db, chain.organization.id, "ap-2").await;
         let flashing = operation(db, &flashing_device, &chain.image).await;
-        db.record_progress(flashing.id, &progress(UpgradePhase::Flashing, 65, None))
+        let fence = db.claim_for_test(flashing.id, "engine-a").await.unwrap();
+        let flashed = db
+            .begin_flash(flashing.id, &fence, None, "Flashing")
             .await
             .unwrap()
             .unwrap();
+        assert_eq!(
+            (flashed.phase, flashed.progress),
+            (UpgradePhase::Flashing, 65),
+            "backend: {}",
+            test_db.backend()
+        );
         // Upstream's rule is the progress threshold: 65 refuses even before the flash phase.
         let at_threshold = operation(db, &threshold_device, &chain.image).await;
+        let fence = db.claim_for_test(at_threshold.id, "engine-a").await.unwrap();
         db.record_progress(
             at_threshold.id,
+            &fence,
             &progress(UpgradePhase::TestingImage, 65, None),
         )
         .await
@@ -731,6 +802,7 @@ async fn cancelling_a_finished_operation_is_refused_with_its_status() {
         let succeeded = db
             .complete_operation(
                 operation.id,
+                None,
                 &completion(UpgradeStatus::Success, true, None),
             )
             .await
@@ -764,42 +836,81 @@ async fn a_stale_worker_cannot_resurrect_a_cancelled_operation() {
         let chain = chain(db, "acme").await;
         let device = device_in(db, chain.organization.id, "ap-1").await;
         let operation = operation(db, &device, &chain.image).await;
+        let fence = db.claim_for_test(operation.id, "engine-a").await.unwrap();
         db.record_progress(
             operation.id,
+            &fence,
             &progress(UpgradePhase::Uploading, 30, Some("Uploading")),
         )
         .await
         .unwrap()
         .unwrap();
         let cancelled = db.cancel_operation(operation.id).await.unwrap().unwrap();
+        assert_eq!(
+            cancelled.lease,
+            None,
+            "backend: {}: cancelling ends the worker's lease",
+            test_db.backend()
+        );
 
-        // The worker has not noticed yet and reports its next steps.
+        // The worker has not noticed yet and reports its next steps: its fence no longer
+        // holds the operation, so every write is refused as a lost lease.
         let progressed = db
             .record_progress(
                 operation.id,
+                &fence,
                 &progress(UpgradePhase::TestingImage, 60, Some("Testing the image")),
             )
             .await;
         assert!(
-            matches!(progressed, Err(RepoError::Transition(_))),
+            matches!(progressed, Err(RepoError::LeaseLost { .. })),
             "backend: {}: {progressed:?}",
+            test_db.backend()
+        );
+        let flashed = db
+            .begin_flash(operation.id, &fence, None, "Flashing")
+            .await;
+        assert!(
+            matches!(flashed, Err(RepoError::LeaseLost { .. })),
+            "backend: {}: {flashed:?}",
             test_db.backend()
         );
         let completed = db
             .complete_operation(
                 operation.id,
+                Some(&fence),
+                &completion(UpgradeStatus::Success, true, None),
+            )
+            .await;
+        assert!(
+            matches!(completed, Err(RepoError::LeaseLost { .. })),
+            "backend: {}: {completed:?}",
+            test_db.backend()
+        );
+        let retried = db
+            .schedule_retry(
+                operation.id,
+                &fence,
+                std::time::Duration::from_secs(60),
+                "Retrying",
+            )
+            .await;
+        assert!(
+            matches!(retried, Err(RepoError::LeaseLost { .. })),
+            "backend: {}: {retried:?}",
+            test_db.backend()
+        );
+        // Nor does an unfenced (administrator's) completion turn it into a success.
+        let completed = db
+            .complete_operation(
+                operation.id,
+                None,
                 &completion(UpgradeStatus::Success, true, None),
             )
             .await;
         assert!(
             matches!(completed, Err(RepoError::Transition(_))),
             "backend: {}: {completed:?}",
-            test_db.backend()
-        );
-        let retried = db.schedule_retry(operation.id, ago(-1), "Retrying").await;
-        assert!(
-            matches!(retried, Err(RepoError::Transition(_))),
-            "backend: {}: {retried:?}",
             test_db.backend()
         );
         let stored = stored_operation(db, operation.id).await;
@@ -815,49 +926,89 @@ async fn a_stale_worker_cannot_resurrect_a_cancelled_operation() {
 
 #[tokio::test]
 async fn scheduling_a_retry_sets_the_next_attempt_and_counts_it() {
+    /// How far the database's clock may be from this process's (one machine here).
+    const SLACK: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
     for test_db in TestDb::all().await {
         let db = test_db.db();
         let chain = chain(db, "acme").await;
         let device = device_in(db, chain.organization.id, "ap-1").await;
         let operation = operation(db, &device, &chain.image).await;
 
-        let first_retry_at = ago(-1);
+        let fence = db.claim_for_test(operation.id, "engine-a").await.unwrap();
+        let first_delay = std::time::Duration::from_secs(60);
+        let before = flashfleet_models::time::now();
         let retried = db
-            .schedule_retry(operation.id, first_retry_at, "Connection refused, retrying")
+            .schedule_retry(
+                operation.id,
+                &fence,
+                first_delay,
+                "Connection refused, retrying",
+            )
             .await
             .unwrap()
             .unwrap();
+        let after = flashfleet_models::time::now();
         assert_eq!(
             (
                 retried.status,
                 retried.attempts,
-                retried.next_attempt_at,
-                retried.log.as_str()
+                retried.log.as_str(),
+                retried.lease.clone()
             ),
             (
                 UpgradeStatus::InProgress,
                 operation.attempts + 1,
-                Some(first_retry_at),
-                "Connection refused, retrying"
+                "Connection refused, retrying",
+                None
             ),
-            "backend: {}",
+            "backend: {}: a retry counts the attempt and gives the lease back",
             test_db.backend()
         );
-        let second_retry_at = ago(-5);
+        let delay = chrono::TimeDelta::seconds(60);
+        assert!(
+            retried.next_attempt_at.is_some_and(|next| next >= before + delay - SLACK
+                && next <= after + delay + SLACK),
+            "backend: {}: next attempt {:?}, expected {delay} after [{before}, {after}]",
+            test_db.backend(),
+            retried.next_attempt_at
+        );
+        let started = retried.started;
+        assert!(
+            started.is_some_and(|started| started >= before - SLACK && started <= after + SLACK),
+            "backend: {}: a retry sets `started` when no attempt had started: {started:?}",
+            test_db.backend()
+        );
+
+        let fence = db.claim_for_test(operation.id, "engine-a").await.unwrap();
+        let before = flashfleet_models::time::now();
         let again = db
-            .schedule_retry(operation.id, second_retry_at, "Timed out, retrying")
+            .schedule_retry(
+                operation.id,
+                &fence,
+                std::time::Duration::from_secs(300),
+                "Timed out, retrying",
+            )
             .await
             .unwrap()
             .unwrap();
+        let after = flashfleet_models::time::now();
+        let delay = chrono::TimeDelta::seconds(300);
         assert_eq!(
-            (again.attempts, again.next_attempt_at, again.log.as_str()),
+            (again.attempts, again.log.as_str(), again.started),
             (
                 operation.attempts + 2,
-                Some(second_retry_at),
-                "Connection refused, retrying\nTimed out, retrying"
+                "Connection refused, retrying\nTimed out, retrying",
+                started
             ),
-            "backend: {}",
+            "backend: {}: `started` is set once",
             test_db.backend()
+        );
+        assert!(
+            again.next_attempt_at.is_some_and(|next| next >= before + delay - SLACK
+                && next <= after + delay + SLACK),
+            "backend: {}: next attempt {:?}",
+            test_db.backend(),
+            again.next_attempt_at
         );
         assert_eq!(
             stored_operation(db, operation.id).await,
@@ -866,23 +1017,53 @@ async fn scheduling_a_retry_sets_the_next_attempt_and_counts_it() {
             test_db.backend()
         );
 
+        // The retry gave the lease back: the fence it was written with writes nothing more.
+        let refused = db
+            .schedule_retry(
+                operation.id,
+                &fence,
+                std::time::Duration::from_secs(60),
+                "twice",
+            )
+            .await;
+        assert!(
+            matches!(refused, Err(RepoError::LeaseLost { .. })),
+            "backend: {}: {refused:?}",
+            test_db.backend()
+        );
+
         db.complete_operation(
             operation.id,
+            None,
             &completion(UpgradeStatus::Failed, false, None),
         )
         .await
         .unwrap()
         .unwrap();
-        let refused = db.schedule_retry(operation.id, ago(-9), "too late").await;
+        // A finished operation takes no retry, even written with a fence that holds it.
+        let fence = db.claim_for_test(operation.id, "engine-a").await.unwrap();
+        let refused = db
+            .schedule_retry(
+                operation.id,
+                &fence,
+                std::time::Duration::from_secs(540),
+                "too late",
+            )
+            .await;
         assert!(
             matches!(refused, Err(RepoError::Transition(_))),
             "backend: {}: {refused:?}",
             test_db.backend()
         );
         assert_eq!(
-            db.schedule_retry(OperationId::new(), ago(-1), "x")
-                .await
-                .unwrap(),
+            db.schedule_retry(
+                OperationId::new(),
+                &fence,
+                std::time::Duration::from_secs(60),
+                "x"
+            )
+            .await
+            .unwrap(),
             None,
             "backend: {}",
             test_db.backend()
@@ -1451,6 +1632,7 @@ async fn a_batch_status_follows_the_operations_as_they_finish() {
 
         db.complete_operation(
             operations[0].id,
+            None,
             &completion(UpgradeStatus::Success, true, None),
         )
         .await

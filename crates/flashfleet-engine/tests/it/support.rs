@@ -265,16 +265,10 @@ pub(crate) async fn queued_device(db: &Db, fixture: &Fixture, name: &str) -> Upg
 /// flash write for `Flashing` and later) and died would: its lease held by "crashed", then
 /// expired.
 pub(crate) async fn crashed_at(db: &Db, operation: &UpgradeOperation, phase: UpgradePhase) {
-    let claimed = db
-        .claim_operations("crashed", Duration::from_secs(30), 100)
+    let fence = db
+        .claim_for_test(operation.id, "crashed")
         .await
         .expect("test setup");
-    let fence = claimed
-        .iter()
-        .find(|claimed| claimed.id == operation.id)
-        .and_then(|claimed| claimed.lease.as_ref())
-        .map(flashfleet_models::Lease::fence)
-        .expect("the operation was claimable");
     if phase.is_past_flash() {
         db.begin_flash(operation.id, &fence, None, "flashing")
             .await
