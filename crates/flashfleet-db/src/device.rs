@@ -320,6 +320,13 @@ impl DeviceRepository for Db {
         &self,
         device_id: DeviceId,
     ) -> RepoResult<Vec<(DeviceConnection, Credentials)>> {
+        #[cfg(feature = "testing")]
+        if self.faults.connections_fail() {
+            return Err(RepoError::backend(
+                "database query failed",
+                "connections failed by a test fault",
+            ));
+        }
         let cipher = &self.cipher;
         Ok(with_conn!(self, |connection| {
             let rows = device_connections::table

@@ -108,6 +108,9 @@ pub struct Db {
     /// ...): zero, except in tests that simulate a server whose clock is off. Leases never
     /// use it: they are written and compared with the database's clock.
     clock_skew: chrono::TimeDelta,
+    /// Faults injected by tests.
+    #[cfg(feature = "testing")]
+    pub(crate) faults: Arc<crate::testing::Faults>,
 }
 
 /// The pool of lease renewals, in the shape the `with_conn!` and `with_transaction!` macros
@@ -142,6 +145,8 @@ impl Db {
             cipher: SecretCipher::new(&config.secret_key),
             backend,
             clock_skew: chrono::TimeDelta::zero(),
+            #[cfg(feature = "testing")]
+            faults: Arc::default(),
         })
     }
 
@@ -156,6 +161,19 @@ impl Db {
     #[cfg(feature = "testing")]
     pub fn with_clock_skew(mut self, skew: chrono::TimeDelta) -> Db {
         self.clock_skew = skew;
+        self
+    }
+
+    /// The faults injected into this handle and its clones.
+    #[cfg(feature = "testing")]
+    pub fn faults(&self) -> &crate::testing::Faults {
+        &self.faults
+    }
+
+    /// The same database through a handle whose faults are its own (another server's).
+    #[cfg(feature = "testing")]
+    pub fn with_own_faults(mut self) -> Db {
+        self.faults = Arc::default();
         self
     }
 

@@ -229,3 +229,90 @@ fn unix_seconds() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs())
 }
+
+/// Faults a test injects into a [`Db`] handle (and its clones), to reach the sequences that
+/// crash and race tests need: a heartbeat that comes late, a write that takes its time inside
+/// its transaction, a process that dies right after persisting a step, a backend that fails.
+/// Set them through [`Db::faults`]; a handle made with [`Db::with_own_faults`] has its own.
+#[derive(Debug, Default)]
+pub struct Faults {
+    renew_delay: std::sync::Mutex<Option<std::time::Duration>>,
+    write_delay: std::sync::Mutex<Option<std::time::Duration>>,
+    halt_after: std::sync::Mutex<Option<flashfleet_models::UpgradePhase>>,
+    halted: tokio::sync::Notify,
+    halted_once: std::sync::atomic::AtomicBool,
+    fail_connections: std::sync::atomic::AtomicBool,
+}
+
+impl Faults {
+    /// `renew_leases` sleeps `delay` before it renews (a heartbeat that comes late).
+    pub fn delay_renewals(&self, delay: Option<std::time::Duration>) {
+        *lock(&self.renew_delay) = delay;
+    }
+
+    /// Every guarded write of an operation sleeps `delay` inside its transaction, after its
+    /// update and before its commit (a slow disk, a long lock wait).
+    pub fn delay_writes(&self, delay: Option<std::time::Duration>) {
+        *lock(&self.write_delay) = delay;
+    }
+
+    /// The first write that leaves an operation in `phase` (a claim for `Queued`, progress, the
+    /// flash, the completion for `Done`) commits, then never returns: the process "dies" right
+    /// after persisting that step. [`Faults::halted`] tells when.
+    pub fn halt_after(&self, phase: Option<flashfleet_models::UpgradePhase>) {
+        *lock(&self.halt_after) = phase;
+    }
+
+    /// Waits until a write halted (see [`Faults::halt_after`]).
+    pub async fn halted(&self) {
+        loop {
+            let notified = self.halted.notified();
+            if self
+                .halted_once
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// `connections` fails with a backend error (a database that answers some queries only).
+    pub fn fail_connections(&self, fail: bool) {
+        self.fail_connections
+            .store(fail, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub(crate) fn renew_delay(&self) -> Option<std::time::Duration> {
+        *lock(&self.renew_delay)
+    }
+
+    pub(crate) fn write_delay(&self) -> Option<std::time::Duration> {
+        *lock(&self.write_delay)
+    }
+
+    pub(crate) fn connections_fail(&self) -> bool {
+        self.fail_connections
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Called after a write left an operation in `phase`: halts forever if it is the phase to
+    /// halt after.
+    pub(crate) async fn after_write(&self, phase: flashfleet_models::UpgradePhase) {
+        if *lock(&self.halt_after) != Some(phase)
+            || self
+                .halted_once
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        self.halted.notify_waiters();
+        std::future::pending::<()>().await;
+    }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -641,6 +641,10 @@ impl UpgradeRepository for Db {
             Ok((candidates, claimed))
         })?;
         let (candidates, mut rows) = rows;
+        #[cfg(feature = "testing")]
+        if !rows.is_empty() {
+            self.faults.after_write(UpgradePhase::Queued).await;
+        }
         // Keep the fair order chosen by the candidate query.
         rows.sort_by_key(|row| candidates.iter().position(|candidate| *candidate == row.id));
         Ok(convert_all(rows, OperationRow::into_model)?)
@@ -653,6 +657,10 @@ impl UpgradeRepository for Db {
     ) -> RepoResult<Vec<OperationId>> {
         if fences.is_empty() {
             return Ok(Vec::new());
+        }
+        #[cfg(feature = "testing")]
+        if let Some(delay) = self.faults.renew_delay() {
+            tokio::time::sleep(delay).await;
         }
         let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::TimeDelta::MAX);
         let fences: Vec<(String, String, i64)> = fences
@@ -817,7 +825,7 @@ impl Db {
     ) -> RepoResult<Option<UpgradeOperation>> {
         let id = id_text(id);
         let decide = &decide;
-        Ok(with_transaction!(self, |connection| {
+        let stored = with_transaction!(self, |connection| {
             for _ in 0..GUARDED_UPDATE_ATTEMPTS {
                 let Some(row) = upgrade_operations::table
                     .find(&id)
@@ -866,6 +874,10 @@ impl Db {
                     // Another writer changed the row after it was read: decide again.
                     continue;
                 };
+                #[cfg(feature = "testing")]
+                if let Some(delay) = self.faults.write_delay() {
+                    tokio::time::sleep(delay).await;
+                }
                 if stored.status != IN_PROGRESS {
                     if let (true, Some(image_id)) = (mark_installed, &stored.image_id) {
                         diesel::update(
@@ -890,7 +902,12 @@ impl Db {
                 "the operation kept changing while it was being updated",
                 format!("gave up after {GUARDED_UPDATE_ATTEMPTS} attempts"),
             )))
-        })?)
+        })?;
+        #[cfg(feature = "testing")]
+        if let Some(stored) = &stored {
+            self.faults.after_write(stored.phase).await;
+        }
+        Ok(stored)
     }
 }
 

@@ -8,6 +8,7 @@
 mod concurrency;
 mod devices;
 mod directory;
+mod fencing;
 mod firmware;
 mod ordering;
 mod queue;

@@ -4,4 +4,5 @@ mod devsim;
 mod hooks;
 mod mass;
 mod running;
+mod safety;
 mod support;

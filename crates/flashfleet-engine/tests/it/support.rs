@@ -28,6 +28,8 @@ pub(crate) enum Step {
     Succeed,
     FailRecoverably,
     Abort,
+    /// Flashes, then finds the device back on its old release.
+    ComesBackOld,
 }
 
 /// An upgrader that follows a script per device and counts calls.
@@ -42,6 +44,10 @@ pub(crate) struct ScriptedUpgrader {
     pub(crate) uploads: Mutex<(usize, usize)>,
     /// Upgrades between connecting and the end of their upload right now, and the most seen.
     pub(crate) preparing: Mutex<(usize, usize)>,
+    /// Flash commands "sent" (after `Flashing` was persisted), per device.
+    pub(crate) flashes: Mutex<HashMap<DeviceId, u32>>,
+    /// Upgrades running right now per device, and the most seen at once for any device.
+    pub(crate) concurrent: Mutex<(HashMap<DeviceId, u32>, u32)>,
 }
 
 impl ScriptedUpgrader {
@@ -52,6 +58,20 @@ impl ScriptedUpgrader {
             .get(&device)
             .copied()
             .unwrap_or(0)
+    }
+
+    pub(crate) fn flashes_of(&self, device: DeviceId) -> u32 {
+        self.flashes
+            .lock()
+            .expect("an unpoisoned lock")
+            .get(&device)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The most upgrades seen running at once for one device.
+    pub(crate) fn most_at_once(&self) -> u32 {
+        self.concurrent.lock().expect("an unpoisoned lock").1
     }
 
     pub(crate) fn verifications_of(&self, device: DeviceId) -> u32 {
@@ -76,6 +96,46 @@ impl Upgrader for ScriptedUpgrader {
 
     async fn upgrade(&self, context: &UpgradeContext) -> Result<UpgradeOutcome, UpgradeError> {
         let device = context.device.id;
+        {
+            let mut concurrent = self.concurrent.lock().expect("an unpoisoned lock");
+            let now = {
+                let count = concurrent.0.entry(device).or_default();
+                *count += 1;
+                *count
+            };
+            concurrent.1 = concurrent.1.max(now);
+        }
+        let result = self.scripted_upgrade(context).await;
+        *self
+            .concurrent
+            .lock()
+            .expect("an unpoisoned lock")
+            .0
+            .entry(device)
+            .or_default() -= 1;
+        result
+    }
+
+    async fn verify(&self, context: &UpgradeContext) -> Result<UpgradeOutcome, UpgradeError> {
+        *self
+            .verifications
+            .lock()
+            .expect("an unpoisoned lock")
+            .entry(context.device.id)
+            .or_default() += 1;
+        context
+            .enter(UpgradePhase::VerifyingVersion, "verifying")
+            .await?;
+        Ok(UpgradeOutcome::Upgraded { release: None })
+    }
+}
+
+impl ScriptedUpgrader {
+    async fn scripted_upgrade(
+        &self,
+        context: &UpgradeContext,
+    ) -> Result<UpgradeOutcome, UpgradeError> {
+        let device = context.device.id;
         let attempt = {
             let mut upgrades = self.upgrades.lock().expect("an unpoisoned lock");
             let count = upgrades.entry(device).or_default();
@@ -97,7 +157,7 @@ impl Upgrader for ScriptedUpgrader {
         context
             .enter(UpgradePhase::Connecting, "connecting")
             .await?;
-        if let Step::Succeed = step {
+        if let Step::Succeed | Step::ComesBackOld = step {
             {
                 let mut preparing = self.preparing.lock().expect("an unpoisoned lock");
                 preparing.0 += 1;
@@ -123,8 +183,21 @@ impl Upgrader for ScriptedUpgrader {
             self.preparing.lock().expect("an unpoisoned lock").0 -= 1;
         }
         match step {
-            Step::Succeed => {
-                context.enter(UpgradePhase::Flashing, "flashing").await?;
+            Step::Succeed | Step::ComesBackOld => {
+                context.begin_flash(None, "flashing").await?;
+                *self
+                    .flashes
+                    .lock()
+                    .expect("an unpoisoned lock")
+                    .entry(device)
+                    .or_default() += 1;
+                if let Step::ComesBackOld = step {
+                    let message = "The device came back still running its previous release (OpenWrt 23.05.0): the image was not installed.";
+                    context.log(message).await?;
+                    return Err(UpgradeError::FlashedNotSeenAgain {
+                        message: message.to_owned(),
+                    });
+                }
                 Ok(UpgradeOutcome::Upgraded { release: None })
             }
             Step::FailRecoverably => Err(UpgradeError::recoverable("Connection failed")),
@@ -132,18 +205,6 @@ impl Upgrader for ScriptedUpgrader {
         }
     }
 
-    async fn verify(&self, context: &UpgradeContext) -> Result<UpgradeOutcome, UpgradeError> {
-        *self
-            .verifications
-            .lock()
-            .expect("an unpoisoned lock")
-            .entry(context.device.id)
-            .or_default() += 1;
-        context
-            .enter(UpgradePhase::VerifyingVersion, "verifying")
-            .await?;
-        Ok(UpgradeOutcome::Upgraded { release: None })
-    }
 }
 
 /// Firmware files that are all empty.
