@@ -5,7 +5,7 @@
 //! against the device state. Unknown commands fail as in `ash`: `/bin/ash: <name>: not found`,
 //! exit 127.
 
-use crate::device::{DeviceState, FlashPlan};
+use crate::device::{DeviceState, FlashPlan, Process, pid_of_command};
 use crate::shell::{self, Connector, Pipeline, RedirectionTarget, Script, SimpleCommand};
 use crate::sysupgrade;
 
@@ -255,14 +255,134 @@ fn run_simple(device: &mut DeviceState, words: &[String], stdin: Option<Vec<u8>>
                 .iter()
                 .map(|&argument| argument.to_owned())
                 .collect();
-            sysupgrade::run(device, &arguments)
+            let output = sysupgrade::run(device, &arguments);
+            if matches!(output.status, Status::Flash(_) | Status::Hang) {
+                // The script (`#!/bin/sh`) commenced the upgrade: it shows in `ps` until the
+                // sessions are cut, or for good when it hangs.
+                let pid = current_pid(device);
+                device.sysupgrade.get_or_insert_with(|| Process {
+                    pid,
+                    command_line: format!("/bin/sh /sbin/sysupgrade {}", arguments.join(" ")),
+                });
+            }
+            output
         }
+        "ps" | "/bin/ps" => ps(device, name, &arguments),
         "wifi" | "/sbin/wifi" if device.has_wifi => wifi(device, &arguments),
         path if path.starts_with("/etc/init.d/") && device.file_exists(path) => {
             init_script(device, &path["/etc/init.d/".len()..], &arguments)
         }
         other => Output::failure(127, &format!("/bin/ash: {other}: not found\n")),
     }
+}
+
+/// The process id of the command being run (the last one the device received).
+fn current_pid(device: &DeviceState) -> u32 {
+    pid_of_command(device.commands.len().saturating_sub(1))
+}
+
+/// The resident processes of an OpenWrt device: `(pid, user, VSZ in KiB, state, command line)`,
+/// and the init script whose `stop` ends each service's daemon.
+const RESIDENT_PROCESSES: [(u32, &str, u32, &str, &str, Option<&str>); 12] = [
+    (1, "root", 1652, "S", "/sbin/procd", None),
+    (2, "root", 0, "SW", "[kthreadd]", None),
+    (3, "root", 0, "IW<", "[rcu_gp]", None),
+    (420, "root", 1128, "S", "/sbin/ubusd", None),
+    (690, "root", 1224, "S", "/sbin/logd -S 64", Some("log")),
+    (734, "root", 4452, "S", "/sbin/rpcd -t 30", Some("rpcd")),
+    (
+        947,
+        "root",
+        1148,
+        "S",
+        "/usr/sbin/dropbear -F -P /var/run/dropbear.1.pid -p 22 -K 300 -T 3",
+        None,
+    ),
+    (1089, "root", 5380, "S", "/sbin/netifd", None),
+    (
+        1150,
+        "root",
+        3372,
+        "S",
+        "/usr/sbin/uhttpd -f -h /www -r OpenWrt -x /cgi-bin -u /ubus -t 60 -T 30 -k 20 -A 1 -n 3 -N 100 -R -p 0.0.0.0:80 -p [::]:80",
+        Some("uhttpd"),
+    ),
+    (
+        1404,
+        "root",
+        1132,
+        "S",
+        "/usr/sbin/crond -f -c /etc/crontabs -l 5",
+        Some("cron"),
+    ),
+    (
+        1650,
+        "dnsmasq",
+        1224,
+        "S",
+        "/usr/sbin/dnsmasq -C /var/etc/dnsmasq.conf.cfg01411c -k -x /var/run/dnsmasq/dnsmasq.cfg01411c.pid",
+        Some("dnsmasq"),
+    ),
+    (1700, "root", 1160, "S", "/usr/sbin/odhcpd", Some("odhcpd")),
+];
+
+/// Busybox `ps` as OpenWrt builds it (no `-o`, `-T` or BSD options): the header and one line
+/// per process, `PID USER VSZ STAT COMMAND`, cut to 80 columns, 132 with `w`, uncut with `ww`
+/// (the output is no terminal). Lists the resident daemons (a service's only while it is not
+/// stopped), a `sysupgrade` that commenced an upgrade, and `ps` itself.
+fn ps(device: &DeviceState, name: &str, arguments: &[&str]) -> Output {
+    let mut wide = 0;
+    for argument in arguments {
+        let letters = argument.strip_prefix('-').unwrap_or(argument);
+        match letters.chars().find(|&letter| letter != 'w') {
+            None if !letters.is_empty() => wide += letters.len(),
+            other => {
+                let option = other.unwrap_or('-');
+                return Output::failure(
+                    1,
+                    &format!("ps: invalid option -- '{option}'\nUsage: ps [-w]\n"),
+                );
+            }
+        }
+    }
+    let width = match wide {
+        0 => Some(80),
+        1 => Some(132),
+        _ => None,
+    };
+    let mut lines = vec!["  PID USER       VSZ STAT COMMAND".to_owned()];
+    let mut line = |pid: u32, user: &str, vsz: u32, state: &str, command: &str| {
+        let mut text = format!("{pid:>5} {user:<8} {vsz:>5} {state:<4} {command}");
+        if let Some(width) = width
+            && let Some((cut, _)) = text.char_indices().nth(width)
+        {
+            text.truncate(cut);
+        }
+        lines.push(text);
+    };
+    for (pid, user, vsz, state, command, service) in RESIDENT_PROCESSES {
+        let running = service.is_none_or(|service| {
+            device.services.iter().any(|name| name == service)
+                && !device.stopped_services.iter().any(|name| name == service)
+        });
+        if running {
+            line(pid, user, vsz, state, command);
+        }
+    }
+    if let Some(sysupgrade) = &device.sysupgrade {
+        line(sysupgrade.pid, "root", 1236, "S", &sysupgrade.command_line);
+    }
+    let own = std::iter::once(name)
+        .chain(arguments.iter().copied())
+        .collect::<Vec<_>>()
+        .join(" ");
+    line(current_pid(device), "root", 1188, "R", &own);
+    let mut output = Output::exit(0);
+    for text in lines {
+        output.stdout(&text);
+        output.stdout("\n");
+    }
+    output
 }
 
 fn echo(arguments: &[&str]) -> Output {
