@@ -281,49 +281,116 @@ fn current_pid(device: &DeviceState) -> u32 {
     pid_of_command(device.commands.len().saturating_sub(1))
 }
 
-/// The resident processes of an OpenWrt device: `(pid, user, VSZ in KiB, state, command line)`,
-/// and the init script whose `stop` ends each service's daemon.
-const RESIDENT_PROCESSES: [(u32, &str, u32, &str, &str, Option<&str>); 12] = [
-    (1, "root", 1652, "S", "/sbin/procd", None),
-    (2, "root", 0, "SW", "[kthreadd]", None),
-    (3, "root", 0, "IW<", "[rcu_gp]", None),
-    (420, "root", 1128, "S", "/sbin/ubusd", None),
-    (690, "root", 1224, "S", "/sbin/logd -S 64", Some("log")),
-    (734, "root", 4452, "S", "/sbin/rpcd -t 30", Some("rpcd")),
-    (
-        947,
-        "root",
-        1148,
-        "S",
-        "/usr/sbin/dropbear -F -P /var/run/dropbear.1.pid -p 22 -K 300 -T 3",
-        None,
-    ),
-    (1089, "root", 5380, "S", "/sbin/netifd", None),
-    (
-        1150,
-        "root",
-        3372,
-        "S",
-        "/usr/sbin/uhttpd -f -h /www -r OpenWrt -x /cgi-bin -u /ubus -t 60 -T 30 -k 20 -A 1 -n 3 -N 100 -R -p 0.0.0.0:80 -p [::]:80",
-        Some("uhttpd"),
-    ),
-    (
-        1404,
-        "root",
-        1132,
-        "S",
-        "/usr/sbin/crond -f -c /etc/crontabs -l 5",
-        Some("cron"),
-    ),
-    (
-        1650,
-        "dnsmasq",
-        1224,
-        "S",
-        "/usr/sbin/dnsmasq -C /var/etc/dnsmasq.conf.cfg01411c -k -x /var/run/dnsmasq/dnsmasq.cfg01411c.pid",
-        Some("dnsmasq"),
-    ),
-    (1700, "root", 1160, "S", "/usr/sbin/odhcpd", Some("odhcpd")),
+/// A resident process of an OpenWrt device, as `ps` lists it.
+struct Resident {
+    pid: u32,
+    user: &'static str,
+    /// Virtual memory size in KiB.
+    vsz: u32,
+    state: &'static str,
+    command: &'static str,
+    /// The init script whose `stop` ends it, for a service's daemon.
+    service: Option<&'static str>,
+}
+
+/// The resident processes of an OpenWrt device.
+const RESIDENT_PROCESSES: [Resident; 12] = [
+    Resident {
+        pid: 1,
+        user: "root",
+        vsz: 1652,
+        state: "S",
+        command: "/sbin/procd",
+        service: None,
+    },
+    Resident {
+        pid: 2,
+        user: "root",
+        vsz: 0,
+        state: "SW",
+        command: "[kthreadd]",
+        service: None,
+    },
+    Resident {
+        pid: 3,
+        user: "root",
+        vsz: 0,
+        state: "IW<",
+        command: "[rcu_gp]",
+        service: None,
+    },
+    Resident {
+        pid: 420,
+        user: "root",
+        vsz: 1128,
+        state: "S",
+        command: "/sbin/ubusd",
+        service: None,
+    },
+    Resident {
+        pid: 690,
+        user: "root",
+        vsz: 1224,
+        state: "S",
+        command: "/sbin/logd -S 64",
+        service: Some("log"),
+    },
+    Resident {
+        pid: 734,
+        user: "root",
+        vsz: 4452,
+        state: "S",
+        command: "/sbin/rpcd -t 30",
+        service: Some("rpcd"),
+    },
+    Resident {
+        pid: 947,
+        user: "root",
+        vsz: 1148,
+        state: "S",
+        command: "/usr/sbin/dropbear -F -P /var/run/dropbear.1.pid -p 22 -K 300 -T 3",
+        service: None,
+    },
+    Resident {
+        pid: 1089,
+        user: "root",
+        vsz: 5380,
+        state: "S",
+        command: "/sbin/netifd",
+        service: None,
+    },
+    Resident {
+        pid: 1150,
+        user: "root",
+        vsz: 3372,
+        state: "S",
+        command: "/usr/sbin/uhttpd -f -h /www -r OpenWrt -x /cgi-bin -u /ubus -t 60 -T 30 -k 20 -A 1 -n 3 -N 100 -R -p 0.0.0.0:80 -p [::]:80",
+        service: Some("uhttpd"),
+    },
+    Resident {
+        pid: 1404,
+        user: "root",
+        vsz: 1132,
+        state: "S",
+        command: "/usr/sbin/crond -f -c /etc/crontabs -l 5",
+        service: Some("cron"),
+    },
+    Resident {
+        pid: 1650,
+        user: "dnsmasq",
+        vsz: 1224,
+        state: "S",
+        command: "/usr/sbin/dnsmasq -C /var/etc/dnsmasq.conf.cfg01411c -k -x /var/run/dnsmasq/dnsmasq.cfg01411c.pid",
+        service: Some("dnsmasq"),
+    },
+    Resident {
+        pid: 1700,
+        user: "root",
+        vsz: 1160,
+        state: "S",
+        command: "/usr/sbin/odhcpd",
+        service: Some("odhcpd"),
+    },
 ];
 
 /// Busybox `ps` as OpenWrt builds it (no `-o`, `-T` or BSD options): the header and one line
@@ -360,13 +427,19 @@ fn ps(device: &DeviceState, name: &str, arguments: &[&str]) -> Output {
         }
         lines.push(text);
     };
-    for (pid, user, vsz, state, command, service) in RESIDENT_PROCESSES {
-        let running = service.is_none_or(|service| {
+    for process in RESIDENT_PROCESSES {
+        let running = process.service.is_none_or(|service| {
             device.services.iter().any(|name| name == service)
                 && !device.stopped_services.iter().any(|name| name == service)
         });
         if running {
-            line(pid, user, vsz, state, command);
+            line(
+                process.pid,
+                process.user,
+                process.vsz,
+                process.state,
+                process.command,
+            );
         }
     }
     if let Some(sysupgrade) = &device.sysupgrade {
