@@ -15,7 +15,11 @@
 //!    image that does not fit is refused unless `-F` was allowed and asked for;
 //! 5. **memory**: caches freed, and non-critical services stopped when the image still does
 //!    not fit in RAM (started again on any failure or cancellation before the flash);
-//! 6. **upload** over SCP, streamed — any failure is recoverable;
+//! 6. **upload** over SCP, streamed, within a total deadline of `connect_timeout` plus the
+//!    image size at [`OpenWrtSettings::min_upload_throughput`]. Past the deadline, or when the
+//!    upgrade future is dropped (the engine's task timeout, or the engine stops), the
+//!    connection is shut down, so the blocking transfer ends at once and lets go of the image
+//!    stream — any failure is recoverable;
 //! 7. **test**: `sysupgrade --test`, abort on failure;
 //! 8. **flash**: `Flashing` is reported, then the flash command is sent with a bounded wait.
 //!    Its exit status proves nothing (libssh2 reports 0 for a session killed without one), so
@@ -598,17 +602,31 @@ impl<'a> Attempt<'a> {
                 message: format!("could not open the image: {error}"),
                 source: Some(Box::new(error)),
             })?;
+        let settings = &self.upgrader.settings;
         session
             .upload(
                 stream,
                 remote_path,
                 image.size,
-                self.upgrader.settings.command_timeout,
+                settings.command_timeout,
+                settings.upload_deadline(image.size),
             )
             .await
-            .map_err(|error| UpgradeError::Recoverable {
-                message: error.to_string(),
-                source: Some(Box::new(error)),
+            .map_err(|error| {
+                let message = match &error {
+                    SessionError::UploadDeadline { .. } => format!(
+                        "Upload too slow: {error} (the deadline is the connect timeout, {} s, \
+                         plus {} bytes at the minimum upload throughput of {} bytes/s)",
+                        format_seconds(settings.connect_timeout),
+                        image.size,
+                        settings.min_upload_throughput
+                    ),
+                    _ => error.to_string(),
+                };
+                UpgradeError::Recoverable {
+                    message,
+                    source: Some(Box::new(error)),
+                }
             })
     }
 
