@@ -5,7 +5,7 @@
 //! against the device state. Unknown commands fail as in `ash`: `/bin/ash: <name>: not found`,
 //! exit 127.
 
-use crate::device::{DeviceState, FlashPlan};
+use crate::device::{DeviceState, FlashPlan, Process, pid_of_command};
 use crate::shell::{self, Connector, Pipeline, RedirectionTarget, Script, SimpleCommand};
 use crate::sysupgrade;
 
@@ -255,14 +255,207 @@ fn run_simple(device: &mut DeviceState, words: &[String], stdin: Option<Vec<u8>>
                 .iter()
                 .map(|&argument| argument.to_owned())
                 .collect();
-            sysupgrade::run(device, &arguments)
+            let output = sysupgrade::run(device, &arguments);
+            if matches!(output.status, Status::Flash(_) | Status::Hang) {
+                // The script (`#!/bin/sh`) commenced the upgrade: it shows in `ps` until the
+                // sessions are cut, or for good when it hangs.
+                let pid = current_pid(device);
+                device.sysupgrade.get_or_insert_with(|| Process {
+                    pid,
+                    command_line: format!("/bin/sh /sbin/sysupgrade {}", arguments.join(" ")),
+                });
+            }
+            output
         }
+        "ps" | "/bin/ps" => ps(device, name, &arguments),
         "wifi" | "/sbin/wifi" if device.has_wifi => wifi(device, &arguments),
         path if path.starts_with("/etc/init.d/") && device.file_exists(path) => {
             init_script(device, &path["/etc/init.d/".len()..], &arguments)
         }
         other => Output::failure(127, &format!("/bin/ash: {other}: not found\n")),
     }
+}
+
+/// The process id of the command being run (the last one the device received).
+fn current_pid(device: &DeviceState) -> u32 {
+    pid_of_command(device.commands.len().saturating_sub(1))
+}
+
+/// A resident process of an OpenWrt device, as `ps` lists it.
+struct Resident {
+    pid: u32,
+    user: &'static str,
+    /// Virtual memory size in KiB.
+    vsz: u32,
+    state: &'static str,
+    command: &'static str,
+    /// The init script whose `stop` ends it, for a service's daemon.
+    service: Option<&'static str>,
+}
+
+/// The resident processes of an OpenWrt device.
+const RESIDENT_PROCESSES: [Resident; 12] = [
+    Resident {
+        pid: 1,
+        user: "root",
+        vsz: 1652,
+        state: "S",
+        command: "/sbin/procd",
+        service: None,
+    },
+    Resident {
+        pid: 2,
+        user: "root",
+        vsz: 0,
+        state: "SW",
+        command: "[kthreadd]",
+        service: None,
+    },
+    Resident {
+        pid: 3,
+        user: "root",
+        vsz: 0,
+        state: "IW<",
+        command: "[rcu_gp]",
+        service: None,
+    },
+    Resident {
+        pid: 420,
+        user: "root",
+        vsz: 1128,
+        state: "S",
+        command: "/sbin/ubusd",
+        service: None,
+    },
+    Resident {
+        pid: 690,
+        user: "root",
+        vsz: 1224,
+        state: "S",
+        command: "/sbin/logd -S 64",
+        service: Some("log"),
+    },
+    Resident {
+        pid: 734,
+        user: "root",
+        vsz: 4452,
+        state: "S",
+        command: "/sbin/rpcd -t 30",
+        service: Some("rpcd"),
+    },
+    Resident {
+        pid: 947,
+        user: "root",
+        vsz: 1148,
+        state: "S",
+        command: "/usr/sbin/dropbear -F -P /var/run/dropbear.1.pid -p 22 -K 300 -T 3",
+        service: None,
+    },
+    Resident {
+        pid: 1089,
+        user: "root",
+        vsz: 5380,
+        state: "S",
+        command: "/sbin/netifd",
+        service: None,
+    },
+    Resident {
+        pid: 1150,
+        user: "root",
+        vsz: 3372,
+        state: "S",
+        command: "/usr/sbin/uhttpd -f -h /www -r OpenWrt -x /cgi-bin -u /ubus -t 60 -T 30 -k 20 -A 1 -n 3 -N 100 -R -p 0.0.0.0:80 -p [::]:80",
+        service: Some("uhttpd"),
+    },
+    Resident {
+        pid: 1404,
+        user: "root",
+        vsz: 1132,
+        state: "S",
+        command: "/usr/sbin/crond -f -c /etc/crontabs -l 5",
+        service: Some("cron"),
+    },
+    Resident {
+        pid: 1650,
+        user: "dnsmasq",
+        vsz: 1224,
+        state: "S",
+        command: "/usr/sbin/dnsmasq -C /var/etc/dnsmasq.conf.cfg01411c -k -x /var/run/dnsmasq/dnsmasq.cfg01411c.pid",
+        service: Some("dnsmasq"),
+    },
+    Resident {
+        pid: 1700,
+        user: "root",
+        vsz: 1160,
+        state: "S",
+        command: "/usr/sbin/odhcpd",
+        service: Some("odhcpd"),
+    },
+];
+
+/// Busybox `ps` as OpenWrt builds it (no `-o`, `-T` or BSD options): the header and one line
+/// per process, `PID USER VSZ STAT COMMAND`, cut to 80 columns, 132 with `w`, uncut with `ww`
+/// (the output is no terminal). Lists the resident daemons (a service's only while it is not
+/// stopped), a `sysupgrade` that commenced an upgrade, and `ps` itself.
+fn ps(device: &DeviceState, name: &str, arguments: &[&str]) -> Output {
+    let mut wide = 0;
+    for argument in arguments {
+        let letters = argument.strip_prefix('-').unwrap_or(argument);
+        match letters.chars().find(|&letter| letter != 'w') {
+            None if !letters.is_empty() => wide += letters.len(),
+            other => {
+                let option = other.unwrap_or('-');
+                return Output::failure(
+                    1,
+                    &format!("ps: invalid option -- '{option}'\nUsage: ps [-w]\n"),
+                );
+            }
+        }
+    }
+    let width = match wide {
+        0 => Some(80),
+        1 => Some(132),
+        _ => None,
+    };
+    let mut lines = vec!["  PID USER       VSZ STAT COMMAND".to_owned()];
+    let mut line = |pid: u32, user: &str, vsz: u32, state: &str, command: &str| {
+        let mut text = format!("{pid:>5} {user:<8} {vsz:>5} {state:<4} {command}");
+        if let Some(width) = width
+            && let Some((cut, _)) = text.char_indices().nth(width)
+        {
+            text.truncate(cut);
+        }
+        lines.push(text);
+    };
+    for process in RESIDENT_PROCESSES {
+        let running = process.service.is_none_or(|service| {
+            device.services.iter().any(|name| name == service)
+                && !device.stopped_services.iter().any(|name| name == service)
+        });
+        if running {
+            line(
+                process.pid,
+                process.user,
+                process.vsz,
+                process.state,
+                process.command,
+            );
+        }
+    }
+    if let Some(sysupgrade) = &device.sysupgrade {
+        line(sysupgrade.pid, "root", 1236, "S", &sysupgrade.command_line);
+    }
+    let own = std::iter::once(name)
+        .chain(arguments.iter().copied())
+        .collect::<Vec<_>>()
+        .join(" ");
+    line(current_pid(device), "root", 1188, "R", &own);
+    let mut output = Output::exit(0);
+    for text in lines {
+        output.stdout(&text);
+        output.stdout("\n");
+    }
+    output
 }
 
 fn echo(arguments: &[&str]) -> Output {

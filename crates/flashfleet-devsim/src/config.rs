@@ -255,6 +255,13 @@ pub struct Faults {
     pub drop_during_upload_after_bytes: Option<u64>,
     /// Throttle uploads to this many bytes per second.
     pub link_bytes_per_sec: Option<u64>,
+    /// A trickling link that keeps moving: the device reads one chunk of 32 KiB of an upload
+    /// (`scp -t` or `cat >`) per this delay. Connections opened while it is set get a receive
+    /// window of that size, so the client is never more than about a window ahead of the
+    /// device: each of its blocking calls waits one or two delays, and a per-call stall
+    /// timeout longer than that never fires, while the whole upload takes its number of
+    /// chunks times the delay.
+    pub upload_chunk_delay: Option<Duration>,
     /// After flashing, refuse connections forever.
     pub never_comes_back: bool,
     /// Reboot after flashing but keep the old release (a failed flash that fell back).
@@ -264,7 +271,8 @@ pub struct Faults {
     /// `uci get openwisp.http.uuid` finds nothing (`uci: Entry not found`, exit 1).
     pub uuid_missing: bool,
     /// The flash command prints its messages and then neither returns nor closes; the device
-    /// does not reboot.
+    /// does not reboot, and its process list shows `sysupgrade` running from then on (even
+    /// after the client closed the session).
     pub sysupgrade_hangs: bool,
     /// Stopping services frees no memory, so the upgrader's second memory check fails too.
     pub low_memory: bool,

@@ -70,10 +70,25 @@ impl SimDevice {
         self.shared.lock().release.clone()
     }
 
-    /// How many times `sysupgrade` (not `--test`) flashed the device: counted when the
-    /// sessions are cut.
+    /// How many flash commands started a flash on the device: a `sysupgrade` (not `--test`)
+    /// that accepted its image and went on to cut the sessions, counted when it cut them. A
+    /// hanging `sysupgrade` ([`Faults::sysupgrade_hangs`]) never gets there and is not counted;
+    /// [`SimDevice::sysupgrade_running`] shows it.
     pub fn flash_count(&self) -> u32 {
         self.shared.lock().flash_count
+    }
+
+    /// The boot id the device prints for `cat /proc/sys/kernel/random/boot_id`: a random UUID,
+    /// hyphenated lowercase as Linux prints it, new at every boot (when the device comes back
+    /// after a flash, whatever release it then runs).
+    pub fn boot_id(&self) -> String {
+        self.shared.lock().boot_id.hyphenated().to_string()
+    }
+
+    /// Whether a `sysupgrade` process runs, as `ps` shows it: from "Commencing upgrade" until
+    /// the sessions are cut, and for good with [`Faults::sysupgrade_hangs`].
+    pub fn sysupgrade_running(&self) -> bool {
+        self.shared.lock().sysupgrade.is_some()
     }
 
     /// Where the device is in its life cycle.
@@ -266,6 +281,24 @@ pub(crate) struct DeviceState {
     host_key: PrivateKey,
     pub(crate) commands: Vec<String>,
     pub(crate) phase: Phase,
+    /// `/proc/sys/kernel/random/boot_id`: new at every boot.
+    pub(crate) boot_id: Uuid,
+    /// The `sysupgrade` process that commenced an upgrade and has not died yet.
+    pub(crate) sysupgrade: Option<Process>,
+}
+
+/// A process `ps` lists besides the device's resident ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Process {
+    pub(crate) pid: u32,
+    /// Its command line, arguments separated by spaces (`/proc/<pid>/cmdline`).
+    pub(crate) command_line: String,
+}
+
+/// The process id the `index`-th command received by the device runs with (its position in
+/// [`DeviceState::commands`]), above the resident daemons'.
+pub(crate) fn pid_of_command(index: usize) -> u32 {
+    u32::try_from(index).map_or(u32::MAX, |index| index.saturating_add(2000))
 }
 
 const CHECKSUM_PATH: &str = "/etc/openwisp/firmware_checksum";
@@ -295,6 +328,8 @@ impl DeviceState {
             host_key,
             commands: Vec::new(),
             phase: Phase::Running,
+            boot_id: Uuid::new_v4(),
+            sysupgrade: None,
         }
     }
 
@@ -456,6 +491,7 @@ impl DeviceState {
             "/etc/openwrt_version" => format!("{}\n", self.release.revision),
             "/usr/lib/os-release" | "/etc/os-release" => self.os_release(),
             "/proc/meminfo" => self.meminfo(),
+            "/proc/sys/kernel/random/boot_id" => format!("{}\n", self.boot_id.hyphenated()),
             _ => return None,
         })
     }
@@ -545,6 +581,8 @@ impl DeviceState {
         };
         self.phase = Phase::Down(plan);
         self.flash_count += 1;
+        // Every process dies with the sessions, the flashing `sysupgrade` too.
+        self.sysupgrade = None;
         self.files.retain(|path, _| !path.starts_with("/tmp/"));
         self.uploads.retain(|path, _| !path.starts_with("/tmp/"));
         self.stopped_services.clear();
@@ -562,6 +600,9 @@ impl DeviceState {
     /// [`Faults::comes_back_with_old_release`]) and, when the configuration was not kept,
     /// loses `/etc/openwisp` and gets a new host key.
     pub(crate) fn come_back(&mut self, new_host_key: impl FnOnce() -> Option<PrivateKey>) {
+        // A new boot: a new boot id, whatever the device runs now.
+        self.boot_id = Uuid::new_v4();
+        self.sysupgrade = None;
         let plan = match std::mem::replace(&mut self.phase, Phase::Running) {
             Phase::Down(plan) => plan,
             Phase::Flashing(plan) => Some(plan),

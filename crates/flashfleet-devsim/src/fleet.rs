@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Addressing, ClientCredentials, FleetConfig, RebootTiming};
 use crate::device::{DeviceShared, DeviceState, SimDevice};
 use crate::error::DevsimError;
-use crate::session::{Authorized, Connection};
+use crate::session::{Authorized, Connection, TRICKLE_WINDOW};
 
 /// The identification string devices send, as OpenWrt's dropbear does.
 const SERVER_ID: &str = "SSH-2.0-dropbear_2022.82";
@@ -140,8 +140,33 @@ pub(crate) fn new_host_key() -> Result<PrivateKey, DevsimError> {
         .map_err(|source| DevsimError::KeyGeneration { source })
 }
 
-fn server_config(host_key: PrivateKey) -> Arc<Config> {
+/// The server configurations of one boot: the usual one, and the one for a trickling link.
+struct ServerConfigs {
+    normal: Arc<Config>,
+    trickle: Arc<Config>,
+}
+
+impl ServerConfigs {
+    fn new(host_key: PrivateKey) -> ServerConfigs {
+        ServerConfigs {
+            normal: server_config(host_key.clone(), Config::default().window_size),
+            trickle: server_config(host_key, TRICKLE_WINDOW),
+        }
+    }
+
+    /// The configuration for a connection opened now.
+    fn for_connection(&self, device: &DeviceShared) -> &Arc<Config> {
+        if device.lock().faults.upload_chunk_delay.is_some() {
+            &self.trickle
+        } else {
+            &self.normal
+        }
+    }
+}
+
+fn server_config(host_key: PrivateKey, window_size: u32) -> Arc<Config> {
     Arc::new(Config {
+        window_size,
         server_id: SshId::Standard(Cow::Borrowed(SERVER_ID)),
         methods: MethodSet::from(&[MethodKind::Password, MethodKind::PublicKey][..]),
         auth_rejection_time: Duration::from_millis(10),
@@ -171,8 +196,8 @@ async fn run_device(
                 None => break,
             },
         };
-        let config = server_config(device.lock().host_key().clone());
-        if !serve_until_flash(&device, &authorized, &current, &config, timing, &cancel).await {
+        let configs = ServerConfigs::new(device.lock().host_key().clone());
+        if !serve_until_flash(&device, &authorized, &current, &configs, timing, &cancel).await {
             break;
         }
         // The flash: nothing listens any more, every session dies without an exit status.
@@ -208,7 +233,7 @@ async fn serve_until_flash(
     device: &Arc<DeviceShared>,
     authorized: &Arc<Authorized>,
     listener: &TcpListener,
-    config: &Arc<Config>,
+    configs: &ServerConfigs,
     timing: RebootTiming,
     cancel: &CancellationToken,
 ) -> bool {
@@ -222,7 +247,7 @@ async fn serve_until_flash(
             () = sleep_until(cut_at) => return true,
             accepted = listener.accept() => {
                 if let Ok((stream, _)) = accepted {
-                    start_session(device, authorized, config, stream);
+                    start_session(device, authorized, configs.for_connection(device), stream);
                 }
             }
         }

@@ -2,17 +2,19 @@
 //!
 //! [`Fleet::start`] runs many devices in the current tokio runtime, each an in-process SSH
 //! server (russh, Ed25519 only) on its own loopback address or port, with its own state: board
-//! name, model, release, UUID, free memory, checksum file, services, compat version. A device
-//! answers the commands the OpenWrt upgrader sends (`uci get openwisp.http.uuid`, `test -f`,
-//! `cat`, the memory commands, `/etc/init.d/<service> stop`, `ubus call system board`, ...),
-//! accepts uploads into `/tmp` over SCP (`scp -t`) or `cat >`, checks images in
-//! `sysupgrade --test` by their fwtool metadata exactly as OpenWrt does, and on a real
-//! `sysupgrade` prints "Commencing upgrade. Closing all shell sessions.", cuts every session
-//! without an exit status, refuses connections for [`RebootTiming::down_for`] and then answers
-//! with the release of the image. [`Faults`] inject what goes wrong in the field: dropped and
-//! slow uploads, devices that never come back or come back with the old release, low memory,
-//! identity mismatches, and a hanging `sysupgrade`. [`SimDevice`] lets tests inspect each device
-//! (release, flash count, files, uploads, commands received, host key) and change its faults.
+//! name, model, release, UUID, boot id, free memory, checksum file, services, compat version. A
+//! device answers the commands the OpenWrt upgrader sends (`uci get openwisp.http.uuid`,
+//! `test -f`, `cat`, the memory commands, `/etc/init.d/<service> stop`, `ubus call system
+//! board`, `cat /proc/sys/kernel/random/boot_id`, busybox `ps w`, ...), accepts uploads into
+//! `/tmp` over SCP (`scp -t`) or `cat >`, checks images in `sysupgrade --test` by their fwtool
+//! metadata exactly as OpenWrt does, and on a real `sysupgrade` prints "Commencing upgrade.
+//! Closing all shell sessions." (from then on `ps` lists the `sysupgrade` process), cuts every
+//! session without an exit status, refuses connections for [`RebootTiming::down_for`] and then
+//! answers with the release of the image and a new boot id. [`Faults`] inject what goes wrong
+//! in the field: dropped, slow and trickling uploads, devices that never come back or come back
+//! with the old release, low memory, identity mismatches, and a hanging `sysupgrade`.
+//! [`SimDevice`] lets tests inspect each device (release, boot id, flash count, whether a
+//! `sysupgrade` runs, files, uploads, commands received, host key) and change its faults.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), flashfleet_devsim::DevsimError> {

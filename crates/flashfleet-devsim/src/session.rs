@@ -14,6 +14,13 @@ use crate::commands::{self, Invocation, Status};
 use crate::device::DeviceShared;
 use crate::upload::{ScpSink, Upload};
 
+/// The receive window of a connection opened while [`Faults::upload_chunk_delay`] is set, and
+/// the chunk the device reads per delay: 32 KiB, one packet of libssh2 and OpenSSH. The client
+/// cannot run more than about one window ahead of the trickle.
+///
+/// [`Faults::upload_chunk_delay`]: crate::Faults::upload_chunk_delay
+pub(crate) const TRICKLE_WINDOW: u32 = 32 * 1024;
+
 /// The credentials a device accepts, parsed once per fleet.
 #[derive(Debug)]
 pub(crate) struct Authorized {
@@ -85,7 +92,10 @@ impl Connection {
     }
 
     /// Applies the upload faults to `bytes` arriving on an upload channel: how many of them to
-    /// accept before cutting the connection (`None`: all), after sleeping for the throttle.
+    /// accept before cutting the connection (`None`: all), after sleeping for the throttle and
+    /// the trickle ([`Faults::upload_chunk_delay`]: one chunk per delay).
+    ///
+    /// [`Faults::upload_chunk_delay`]: crate::Faults::upload_chunk_delay
     async fn upload_faults(
         &self,
         started: &mut Option<Instant>,
@@ -98,6 +108,13 @@ impl Connection {
         *throttled_bytes += bytes as u64;
         if let Some(rate) = faults.link_bytes_per_sec.filter(|rate| *rate > 0) {
             let due = started + Duration::from_secs_f64(*throttled_bytes as f64 / rate as f64);
+            tokio::time::sleep_until(due).await;
+        }
+        if let Some(delay) = faults.upload_chunk_delay {
+            // One window per delay: the window these bytes complete is read a delay after the
+            // previous one.
+            let windows = throttled_bytes.div_ceil(u64::from(TRICKLE_WINDOW));
+            let due = started + delay.saturating_mul(u32::try_from(windows).unwrap_or(u32::MAX));
             tokio::time::sleep_until(due).await;
         }
         let limit = faults.drop_during_upload_after_bytes?;

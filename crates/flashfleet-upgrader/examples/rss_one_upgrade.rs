@@ -99,6 +99,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         options: UpgradeOptions::default(),
         reporter: Arc::new(QuietReporter),
+        previous_flash: None,
     };
     let upgrader = OpenWrtUpgrader::new(OpenWrtSettings {
         reconnect_delay: Duration::from_millis(200),

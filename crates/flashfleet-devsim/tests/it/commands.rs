@@ -283,3 +283,71 @@ async fn release_and_board_files_describe_the_device() {
     );
     fleet.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_boot_id_is_a_uuid_that_stays_until_the_next_boot() {
+    let fleet = fleet(vec![device(), device()]).await;
+    let answers = run_all(
+        &fleet,
+        0,
+        &[
+            "cat /proc/sys/kernel/random/boot_id",
+            "cat /proc/sys/kernel/random/boot_id",
+        ],
+    )
+    .await;
+    let boot_id = fleet.device(0).boot_id();
+    assert_eq!(answers[0].stdout, format!("{boot_id}\n"));
+    assert_eq!(answers[0].exit_status, 0);
+    assert_eq!(answers[1].stdout, answers[0].stdout);
+    let parsed: uuid::Uuid = boot_id.parse().expect("a UUID");
+    assert_eq!(parsed.hyphenated().to_string(), boot_id);
+    assert_ne!(fleet.device(1).boot_id(), boot_id);
+    let answer = run(&fleet, 0, "test -f /proc/sys/kernel/random/boot_id").await;
+    assert_eq!(answer.exit_status, 0);
+    fleet.shutdown().await;
+}
+
+#[tokio::test]
+async fn ps_lists_processes_like_busybox_and_no_sysupgrade_when_none_runs() {
+    let fleet = fleet(vec![device()]).await;
+    let answers = run_all(
+        &fleet,
+        0,
+        &["ps w", "ps ww", "/etc/init.d/uhttpd stop", "ps", "ps aux"],
+    )
+    .await;
+    let wide = &answers[0];
+    assert_eq!(wide.exit_status, 0);
+    let lines: Vec<&str> = wide.stdout.lines().collect();
+    assert_eq!(lines[0], "  PID USER       VSZ STAT COMMAND");
+    assert_eq!(lines[1], "    1 root      1652 S    /sbin/procd");
+    assert!(lines.iter().any(|line| {
+        line.ends_with(" /usr/sbin/dropbear -F -P /var/run/dropbear.1.pid -p 22 -K 300 -T 3")
+    }));
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.contains(" /usr/sbin/uhttpd -f "))
+    );
+    assert!(lines.last().unwrap().ends_with(" R    ps w"), "{lines:#?}");
+    assert!(!wide.stdout.contains("sysupgrade"), "{}", wide.stdout);
+    assert!(lines.iter().all(|line| line.len() <= 132));
+
+    // Without `w` the lines are cut to 80 columns; a stopped service's daemon is gone.
+    let narrow = &answers[3];
+    assert_eq!(narrow.exit_status, 0);
+    assert!(narrow.stdout.lines().all(|line| line.len() <= 80));
+    assert!(!narrow.stdout.contains("uhttpd"), "{}", narrow.stdout);
+    assert!(narrow.stdout.contains(" /usr/sbin/dropbear -F -P "));
+    assert!(answers[1].stdout.lines().any(|line| line.len() > 132));
+
+    // Busybox `ps` has no BSD options.
+    assert_eq!(answers[4].exit_status, 1);
+    assert!(
+        answers[4].stderr.contains("invalid option"),
+        "{:?}",
+        answers[4]
+    );
+    fleet.shutdown().await;
+}

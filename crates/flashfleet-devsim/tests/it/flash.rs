@@ -81,6 +81,7 @@ async fn a_flash_cuts_the_session_refuses_connections_then_answers_with_the_new_
     let fleet = fleet(vec![spec]).await;
     let device = fleet.device(0);
     let host_key = device.host_key_fingerprint();
+    let boot_id = device.boot_id();
     upload(&fleet, 0, PATH, image_for_board("24.10.1").build()).await;
 
     let seen = flash(&fleet, 0, "/sbin/sysupgrade -v -c /tmp/image.bin").await;
@@ -120,9 +121,20 @@ async fn a_flash_cuts_the_session_refuses_connections_then_answers_with_the_new_
             "ubus call system board",
             "cat /etc/openwrt_release",
             "test -f /tmp/image.bin",
+            "cat /proc/sys/kernel/random/boot_id",
+            "ps w",
         ],
     )
     .await;
+    // A new boot: a new boot id, and no sysupgrade any more.
+    assert_ne!(device.boot_id(), boot_id);
+    assert_eq!(answers[3].stdout, format!("{}\n", device.boot_id()));
+    assert!(
+        !answers[4].stdout.contains("sysupgrade"),
+        "{:?}",
+        answers[4]
+    );
+    assert!(!device.sysupgrade_running());
     let board: serde_json::Value = serde_json::from_str(&answers[0].stdout).expect("JSON");
     assert_eq!(board["release"]["version"], "24.10.1");
     assert_eq!(board["release"]["revision"], "r1-24.10.1");
@@ -225,6 +237,7 @@ async fn a_device_can_come_back_with_its_old_release() {
     spec.faults.comes_back_with_old_release = true;
     let fleet = fleet(vec![spec]).await;
     let host_key = fleet.device(0).host_key_fingerprint();
+    let boot_id = fleet.device(0).boot_id();
     upload(&fleet, 0, PATH, image_for_board("24.10.1").build()).await;
     flash(&fleet, 0, "/sbin/sysupgrade -v -n /tmp/image.bin").await;
     wait_until_reachable(&fleet, 0, Duration::from_secs(5))
@@ -232,6 +245,8 @@ async fn a_device_can_come_back_with_its_old_release() {
         .expect("the device comes back");
     let answer = run(&fleet, 0, "cat /etc/openwrt_version").await;
     assert_eq!(answer.stdout, format!("{}\n", Release::default().revision));
+    // It rebooted, on its old release: a new boot id all the same.
+    assert_ne!(fleet.device(0).boot_id(), boot_id);
     assert_eq!(fleet.device(0).release(), Release::default());
     assert_eq!(fleet.device(0).flash_count(), 1);
     assert_eq!(fleet.device(0).host_key_fingerprint(), host_key);
@@ -246,6 +261,7 @@ async fn a_hanging_sysupgrade_never_answers_and_never_reboots() {
     upload(&fleet, 0, PATH, image_for_board("24.10.1").build()).await;
     let address = fleet.device(0).address();
     let credentials = fleet.credentials().clone();
+    let boot_id = fleet.device(0).boot_id();
     let (timed_out, output, other_session) = blocking(move || {
         let session = connect(address, &credentials, Login::Password).expect("login works");
         session.set_timeout(1000);
@@ -267,5 +283,86 @@ async fn a_hanging_sysupgrade_never_answers_and_never_reboots() {
     assert_eq!(other_session, Ok(0));
     assert_eq!(fleet.device(0).phase(), DevicePhase::Running);
     assert_eq!(fleet.device(0).flash_count(), 0);
+    // The hanging sysupgrade outlives the session that started it; the device did not reboot.
+    let answers =
+        crate::support::run_all(&fleet, 0, &["ps w", "cat /proc/sys/kernel/random/boot_id"]).await;
+    assert!(
+        answers[0]
+            .stdout
+            .lines()
+            .any(|line| line.ends_with(" S    /bin/sh /sbin/sysupgrade -v -c /tmp/image.bin")),
+        "{}",
+        answers[0].stdout
+    );
+    assert_eq!(answers[1].stdout, format!("{boot_id}\n"));
+    assert!(fleet.device(0).sysupgrade_running());
+    fleet.shutdown().await;
+}
+
+#[tokio::test]
+async fn ps_shows_sysupgrade_from_commencing_until_the_sessions_are_cut() {
+    let mut config = flashfleet_devsim::FleetConfig::on_ephemeral_ports(vec![device()]);
+    // A long window between "Commencing upgrade" and the cut, to look at it.
+    config.reboot = flashfleet_devsim::RebootTiming {
+        close_after: Duration::from_secs(2),
+        down_for: Duration::from_millis(200),
+    };
+    let fleet = Fleet::start(config).await.expect("the fleet starts");
+    let device = fleet.device(0).clone();
+    upload(&fleet, 0, PATH, image_for_board("24.10.1").build()).await;
+    let boot_id = device.boot_id();
+
+    let flashing = tokio::spawn({
+        let address = device.address();
+        let credentials = fleet.credentials().clone();
+        blocking(move || {
+            let session = connect(address, &credentials, Login::Password).expect("login works");
+            let mut channel = session.channel_session().expect("a channel");
+            channel
+                .exec("/sbin/sysupgrade -v -c /tmp/image.bin")
+                .expect("exec");
+            let mut sink = Vec::new();
+            // Ends when the device cuts the session.
+            let _ = channel.read_to_end(&mut sink);
+        })
+    });
+    wait_for_phase(&device, DevicePhase::Flashing).await;
+    let answer = run(&fleet, 0, "ps w").await;
+    let line = answer
+        .stdout
+        .lines()
+        .find(|line| line.contains("sysupgrade"))
+        .unwrap_or_else(|| panic!("no sysupgrade in {}", answer.stdout));
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        fields[1..],
+        [
+            "root",
+            "1236",
+            "S",
+            "/bin/sh",
+            "/sbin/sysupgrade",
+            "-v",
+            "-c",
+            "/tmp/image.bin"
+        ]
+    );
+    assert!(device.sysupgrade_running());
+    // Not rebooted yet: the same boot id.
+    assert_eq!(
+        run(&fleet, 0, "cat /proc/sys/kernel/random/boot_id")
+            .await
+            .stdout,
+        format!("{boot_id}\n")
+    );
+
+    flashing.await.expect("the flash client ends");
+    assert!(!device.sysupgrade_running());
+    assert_eq!(device.flash_count(), 1);
+    wait_until_reachable(&fleet, 0, Duration::from_secs(5))
+        .await
+        .expect("the device comes back");
+    assert!(!run(&fleet, 0, "ps w").await.stdout.contains("sysupgrade"));
+    assert_ne!(device.boot_id(), boot_id);
     fleet.shutdown().await;
 }

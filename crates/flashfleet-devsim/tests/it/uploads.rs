@@ -191,3 +191,50 @@ async fn an_interrupted_scp_stream_is_reported_as_an_error() {
     assert_eq!((partial.size, partial.complete), (10, false));
     fleet.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_trickling_link_keeps_moving_so_a_per_call_timeout_never_fires() {
+    let delay = Duration::from_millis(150);
+    let mut trickle = device();
+    trickle.faults.upload_chunk_delay = Some(delay);
+    let fleet = fleet(vec![trickle]).await;
+    let address = fleet.device(0).address();
+    let credentials = fleet.credentials().clone();
+    // About eight 32 KiB chunks of body, then the SCP control messages.
+    let image = image_for_board("24.10.0").payload_len(256 * 1024).build();
+    let digest = sha256_hex(&image);
+    let text = b"hello\n".repeat(10 * 1024);
+    let (scp, cat, scp_took) = blocking(move || {
+        let session = connect(address, &credentials, Login::Key).expect("login works");
+        // Four chunk delays per blocking call: far less than the whole upload takes.
+        session.set_timeout(600);
+        let started = Instant::now();
+        let scp = scp_upload(&session, "/tmp/image.bin", &image);
+        let scp_took = started.elapsed();
+        let cat = (|| {
+            let mut channel = session.channel_session().map_err(|e| e.to_string())?;
+            channel.exec("cat > /tmp/text").map_err(|e| e.to_string())?;
+            channel.write_all(&text).map_err(|e| e.to_string())?;
+            channel.send_eof().map_err(|e| e.to_string())?;
+            channel.wait_eof().map_err(|e| e.to_string())?;
+            channel.wait_close().map_err(|e| e.to_string())?;
+            channel.exit_status().map_err(|e| e.to_string())
+        })();
+        (scp, cat, scp_took)
+    })
+    .await;
+    assert_eq!(scp, Ok(()));
+    assert_eq!(cat, Ok(0));
+    // At least one delay per 32 KiB chunk of the body.
+    assert!(scp_took >= delay * 8, "took {scp_took:?}");
+    let uploaded = fleet.device(0).uploaded("/tmp/image.bin").expect("stored");
+    assert_eq!(
+        (uploaded.sha256.as_str(), uploaded.complete),
+        (digest.as_str(), true)
+    );
+    assert_eq!(
+        fleet.device(0).uploaded("/tmp/text").expect("stored").size,
+        60 * 1024
+    );
+    fleet.shutdown().await;
+}

@@ -33,6 +33,51 @@ pub(crate) const READ_COMPAT_VERSION: &str = "uci -q get system.@system[0].compa
 pub(crate) const READ_RELEASE: &str = "cat /etc/openwrt_release";
 /// The release as procd reports it, when the release file cannot be read.
 pub(crate) const UBUS_SYSTEM_BOARD: &str = "ubus call system board";
+/// The kernel's boot id: a random UUID, new at every boot, so a device that answers with the
+/// same one has not rebooted.
+pub(crate) const READ_BOOT_ID: &str = "cat /proc/sys/kernel/random/boot_id";
+/// The process list of OpenWrt's busybox `ps` (`PID USER VSZ STAT COMMAND`), 132 columns wide
+/// (`w`): whether a flash is under way.
+pub(crate) const PROCESS_LIST: &str = "ps w";
+
+/// The boot id from what [`READ_BOOT_ID`] printed: one word, or `None`.
+pub(crate) fn parse_boot_id(output: &str) -> Option<String> {
+    let boot_id = output.trim();
+    let one_word = !boot_id.is_empty()
+        && boot_id.len() <= 64
+        && !boot_id.contains(|c: char| c.is_whitespace() || c.is_control());
+    one_word.then(|| boot_id.to_owned())
+}
+
+/// The lines of a process list ([`PROCESS_LIST`]) whose program is one of `programs` (file
+/// names such as `sysupgrade`; a program run by a shell, `/bin/sh /sbin/sysupgrade ...`, counts
+/// as the script it runs). `None` when the text is no process list (no header naming the
+/// `COMMAND` column), so nothing can be concluded from it.
+pub(crate) fn processes_running(list: &str, programs: &[&str]) -> Option<Vec<String>> {
+    let mut lines = list.lines();
+    let header = lines.find(|line| !line.trim().is_empty())?;
+    let command_column = header
+        .split_whitespace()
+        .position(|column| matches!(column, "COMMAND" | "CMD"))?;
+    let file_name = |word: &str| word.rsplit('/').next().unwrap_or(word).to_owned();
+    let found = lines
+        .filter(|line| {
+            let mut words = line.split_whitespace().skip(command_column);
+            let Some(first) = words.next() else {
+                return false;
+            };
+            let mut program = file_name(first);
+            if matches!(program.as_str(), "sh" | "ash" | "bash" | "dash")
+                && let Some(script) = words.find(|word| !word.starts_with('-'))
+            {
+                program = file_name(script);
+            }
+            programs.iter().any(|name| *name == program)
+        })
+        .map(|line| line.trim().to_owned())
+        .collect();
+    Some(found)
+}
 
 /// `test -f <path>`.
 pub(crate) fn test_file(path: &str) -> String {
@@ -339,6 +384,50 @@ mod tests {
         assert_eq!(format_mib(12_944_671), "12.35");
         assert_eq!(format_seconds(Duration::from_secs(180)), "180");
         assert_eq!(format_seconds(Duration::from_millis(500)), "0.5");
+    }
+
+    #[test]
+    fn boot_ids_are_one_word() {
+        assert_eq!(
+            parse_boot_id("4b1c5b2e-8f0a-4a4e-9c51-2f0c3d9e7a10\n").as_deref(),
+            Some("4b1c5b2e-8f0a-4a4e-9c51-2f0c3d9e7a10")
+        );
+        assert_eq!(parse_boot_id(""), None);
+        assert_eq!(
+            parse_boot_id("cat: can't open '/proc/sys/kernel/random/boot_id': No such file"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_running_sysupgrade_is_found_in_busybox_ps() {
+        let programs = ["sysupgrade", "upgraded"];
+        let running = "  PID USER       VSZ STAT COMMAND\n\
+                       \x20   1 root      1652 S    /sbin/procd\n\
+                       \x20 947 root      1148 S    /usr/sbin/dropbear -F -P /var/run/dropbear.1.pid -p 22\n\
+                       \x202014 root      1236 S    /bin/sh /sbin/sysupgrade -v -c /tmp/x.bin\n\
+                       \x202020 root      1188 R    ps w\n";
+        assert_eq!(
+            processes_running(running, &programs).unwrap(),
+            ["2014 root      1236 S    /bin/sh /sbin/sysupgrade -v -c /tmp/x.bin"]
+        );
+        let stage2 =
+            "  PID USER       VSZ STAT COMMAND\n    1 root      1000 S    /sbin/upgraded\n";
+        assert_eq!(processes_running(stage2, &programs).unwrap().len(), 1);
+        // Arguments naming sysupgrade do not make a process a sysupgrade.
+        let idle = "  PID USER       VSZ STAT COMMAND\n\
+                    \x20   1 root      1652 S    /sbin/procd\n\
+                    \x20 300 root      1000 S    logread -f -e sysupgrade\n\
+                    \x20 301 root      1000 S    /bin/sh /tmp/sysupgrade.img\n";
+        assert_eq!(
+            processes_running(idle, &programs).unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            processes_running("/bin/ash: ps: not found", &programs),
+            None
+        );
+        assert_eq!(processes_running("", &programs), None);
     }
 
     #[test]

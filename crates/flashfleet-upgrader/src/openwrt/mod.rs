@@ -10,23 +10,62 @@
 //!    accepted), else abort;
 //! 3. **checksum**: when `/etc/openwisp/firmware_checksum` holds the image's SHA-256, the image
 //!    is already installed;
-//! 4. **fit** (beyond upstream): the board name, model and compat version read from the device
+//! 4. **already running** (beyond upstream): when the release version and revision the device
+//!    reports (`/etc/openwrt_release`) are the image's metadata `version.version` and
+//!    `version.revision` (both given), on a board among the metadata's supported devices
+//!    (unless it lists none), the device is not flashed: the checksum marker is written and
+//!    the image is already installed;
+//! 5. **fit** (beyond upstream): the board name, model and compat version read from the device
 //!    are checked against the image metadata, or the image map when the image has none; an
 //!    image that does not fit is refused unless `-F` was allowed and asked for;
-//! 5. **memory**: caches freed, and non-critical services stopped when the image still does
+//! 6. **memory**: caches freed, and non-critical services stopped when the image still does
 //!    not fit in RAM (started again on any failure or cancellation before the flash);
-//! 6. **upload** over SCP, streamed — any failure is recoverable;
-//! 7. **test**: `sysupgrade --test`, abort on failure;
-//! 8. **flash**: `Flashing` is reported, then the flash command is sent with a bounded wait.
-//!    Its exit status proves nothing (libssh2 reports 0 for a session killed without one), so
-//!    neither it nor its output decides anything;
-//! 9. **wait** `reconnect_delay`, then **reconnect** up to `reconnect_max_retries` times;
-//! 10. **verify** (beyond upstream): the release and board read from the device must be the
+//! 7. **upload** over SCP, streamed, within a total deadline of `connect_timeout` plus the
+//!    image size at [`OpenWrtSettings::min_upload_throughput`]. Past the deadline, or when the
+//!    upgrade future is dropped (the engine's task timeout, or the engine stops), the
+//!    connection is shut down, so the blocking transfer ends at once and lets go of the image
+//!    stream — any failure is recoverable;
+//! 8. **test**: `sysupgrade --test`, abort on failure;
+//! 9. **flash**: the boot id is read (`cat /proc/sys/kernel/random/boot_id`; `None` on a device
+//!    without one), `Flashing` is reported with it through
+//!    [`UpgradeContext::begin_flash`](crate::UpgradeContext::begin_flash), and only once that
+//!    returned `Ok` the flash command is sent, with a bounded wait. Its exit status proves
+//!    nothing (libssh2 reports 0 for a session killed without one), so neither it nor its
+//!    output decides anything;
+//! 10. **wait** `reconnect_delay`, then **reconnect** up to `reconnect_max_retries` times;
+//! 11. **verify** (beyond upstream): the release and board read from the device must be the
 //!     image's (when it has metadata); a device that came back with its old release or as
 //!     another board is [`UpgradeError::FlashedNotSeenAgain`];
-//! 11. **checksum marker** written, so the same image is not flashed again.
+//! 12. **checksum marker** written, so the same image is not flashed again.
 //!
-//! Cancellation is honoured at checkpoints between the steps before the flash.
+//! Cancellation is honoured at checkpoints between the steps before the flash. When another
+//! engine holds the operation ([`UpgradeError::LeaseLost`]), the upgrader stops at once and
+//! sends nothing more to the device, not even to start the stopped services again.
+//!
+//! [`OpenWrtUpgrader::verify`](crate::Upgrader::verify), for an operation found at or past
+//! `Flashing` (after a crash, a restart or a timeout), decides from facts read on the device and
+//! logs each decision with the facts behind it:
+//!
+//! 1. **reconnect**, bounded as after a flash;
+//! 2. **same boot?** When the device answers with the boot id recorded before the flash command
+//!    ([`UpgradeContext::previous_flash`](crate::UpgradeContext::previous_flash)), it has not
+//!    rebooted since. Then `ps w` tells whether a flash is under way (a `sysupgrade` process,
+//!    or procd's stage 2 `upgraded`):
+//!    - **running**: wait for it, polling every `reconnect_retry_delay` for at most
+//!      `reconnect_delay + reconnect_max_retries × reconnect_retry_delay`, then reconnect as
+//!      after a reboot and decide as in 3 (never flashing again); still running at the end is
+//!      [`UpgradeError::FlashedNotSeenAgain`];
+//!    - **not running, and the device runs its old release** (not the image's): that proves
+//!      the flash command never reached it. One log line with those facts goes to
+//!      [`Reporter::restart_unflashed`](crate::Reporter::restart_unflashed), which takes the
+//!      operation back before its flash, and the whole upgrade runs again. This is the only
+//!      way to a second flash command;
+//! 3. **otherwise** (another boot id, none recorded or readable, no process list): success only
+//!    when the device runs the image (release and board as in step 11, checksum marker
+//!    written); a device running its old or another release is
+//!    [`UpgradeError::FlashedNotSeenAgain`] saying what it runs, and one that cannot be reached
+//!    or read is [`UpgradeError::FlashedNotSeenAgain`] saying that what it runs could not be
+//!    verified.
 //!
 //! Custom OpenWrt-based firmwares change the flash command, paths and delays through
 //! [`OpenWrtSettings`] (see `examples/custom_upgrader.rs` of the `flashfleet` package).
@@ -37,6 +76,7 @@ mod session;
 mod settings;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use flashfleet_boards::{
@@ -172,6 +212,11 @@ impl Upgrader for OpenWrtUpgrader {
                 return Ok(UpgradeOutcome::AlreadyInstalled);
             }
             Ok(Prepared::ReadyToFlash { previous_release }) => previous_release,
+            Err(error) if error.is_lease_lost() => {
+                // Another engine holds the operation: nothing more reaches the device.
+                session.abandon();
+                return Err(error);
+            }
             Err(error) => {
                 attempt.restore(&session, &error).await;
                 session.close().await;
@@ -183,17 +228,26 @@ impl Upgrader for OpenWrtUpgrader {
         attempt.wait_for_reboot().await?;
         let session = attempt.reconnect().await?;
         attempt
-            .finish(session, previous_release.as_ref(), false)
+            .finish(session, previous_release.as_ref(), None)
             .await
     }
 
+    /// Decides from facts read on the device what became of the flash recorded in
+    /// [`UpgradeContext::previous_flash`]: see the module documentation. Flashes again (through
+    /// [`Upgrader::upgrade`]) only once the device proved that the earlier flash command never
+    /// reached it and [`Reporter::restart_unflashed`](crate::Reporter::restart_unflashed)
+    /// took the operation back before its flash.
     async fn verify(&self, context: &UpgradeContext) -> Result<UpgradeOutcome, UpgradeError> {
         let mut attempt = Attempt::new(self, context);
         // The operation is at or past `Flashing`: no phase is reported (phases only go
         // forward), only log lines.
         attempt.report_phases = false;
+        attempt.verifying = true;
         let session = attempt.reconnect().await?;
-        attempt.finish(session, None, true).await
+        match attempt.verify_flash(session).await? {
+            Verified::Outcome(outcome) => Ok(outcome),
+            Verified::NeverFlashed => self.upgrade(context).await,
+        }
     }
 }
 
@@ -245,6 +299,14 @@ impl CommandError {
             message: format!("{what}: {self}"),
         }
     }
+
+    /// Whether the session broke (rather than the command answering).
+    fn is_session_lost(&self) -> bool {
+        matches!(
+            self,
+            CommandError::Session(_) | CommandError::NoExitStatus { .. }
+        )
+    }
 }
 
 impl std::fmt::Display for CommandError {
@@ -284,6 +346,44 @@ enum Prepared {
     },
 }
 
+/// What [`Attempt::verify_flash`] found.
+enum Verified {
+    /// Decided from facts.
+    Outcome(UpgradeOutcome),
+    /// The earlier flash command never reached the device, and the operation was taken back
+    /// before its flash: upgrade again.
+    NeverFlashed,
+}
+
+/// Whether a flash is under way, from the device's process list.
+enum FlashProcess {
+    /// These processes run.
+    Running(Vec<String>),
+    /// None runs.
+    NotRunning,
+    /// The process list could not be read (why).
+    Unknown(String),
+}
+
+/// How waiting for a flash under way ended.
+enum FlashWait {
+    /// No flash process runs any more; the session is still up.
+    Ended,
+    /// The device cut the session (it is going down to flash or reboot).
+    SessionLost,
+    /// The flash process still runs at the end of the budget.
+    StillRunning,
+}
+
+/// What the device says it is, read before the flash.
+struct DeviceFacts {
+    board_name: String,
+    model: String,
+    compat_version: Option<String>,
+    /// The release it runs, with its board name.
+    release: Option<DeviceRelease>,
+}
+
 /// One run of the upgrader for one context: the state the steps share.
 pub(crate) struct Attempt<'a> {
     pub(crate) upgrader: &'a OpenWrtUpgrader,
@@ -298,6 +398,9 @@ pub(crate) struct Attempt<'a> {
     host_key: Option<HostKey>,
     /// Whether phases are reported (not when only verifying).
     report_phases: bool,
+    /// Whether this is [`Upgrader::verify`] (the checksum marker may already be there, and
+    /// failures to read the device say that what it runs could not be verified).
+    verifying: bool,
 }
 
 impl<'a> Attempt<'a> {
@@ -309,6 +412,7 @@ impl<'a> Attempt<'a> {
             flags: context.options.sysupgrade_flags(),
             host_key: context.connection.known_host_key.clone(),
             report_phases: true,
+            verifying: false,
         }
     }
 
@@ -432,7 +536,13 @@ impl<'a> Attempt<'a> {
         if self.compare_checksum(session).await? {
             return Ok(Prepared::AlreadyInstalled);
         }
-        let previous_release = self.check_fit(session).await?;
+        let facts = self.read_facts(session).await?;
+        if let Some(release) = self.runs_image_already(&facts) {
+            self.mark_already_installed(session, release).await?;
+            return Ok(Prepared::AlreadyInstalled);
+        }
+        self.check_fit(&facts).await?;
+        let previous_release = facts.release;
         context.checkpoint().await?;
 
         self.enter_quietly(UpgradePhase::CheckingMemory).await?;
@@ -450,10 +560,28 @@ impl<'a> Attempt<'a> {
             context.checkpoint().await?;
         }
 
+        // The boot id read just before the flash command is what later tells a device that
+        // never rebooted (so never flashed) from one that did.
+        let boot_id = self
+            .read_boot_id(session)
+            .await
+            .map_err(CommandError::before_flash)?;
         context
-            .enter(UpgradePhase::Flashing, "Upgrade operation in progress...")
+            .begin_flash(boot_id.as_deref(), "Upgrade operation in progress...")
             .await?;
         Ok(Prepared::ReadyToFlash { previous_release })
+    }
+
+    /// The device's boot id, `None` when it has none to read.
+    async fn read_boot_id(&self, session: &DeviceSession) -> Result<Option<String>, CommandError> {
+        let answer = self
+            .run(session, commands::READ_BOOT_ID, Accept::Any)
+            .await?;
+        Ok(if answer.exit_status == Some(0) {
+            commands::parse_boot_id(&answer.output)
+        } else {
+            None
+        })
     }
 
     async fn verify_identity(&self, session: &DeviceSession) -> Result<(), UpgradeError> {
@@ -523,12 +651,8 @@ impl<'a> Attempt<'a> {
         Ok(false)
     }
 
-    /// Refuses an image that does not fit the device, from what the device says it is;
-    /// returns the release it runs now.
-    async fn check_fit(
-        &self,
-        session: &DeviceSession,
-    ) -> Result<Option<DeviceRelease>, UpgradeError> {
+    /// What the device says it is: board, model, compat version and release.
+    async fn read_facts(&self, session: &DeviceSession) -> Result<DeviceFacts, UpgradeError> {
         let read = |command: &'static str| async move {
             let answer = self
                 .run(session, command, Accept::Any)
@@ -536,17 +660,79 @@ impl<'a> Attempt<'a> {
                 .map_err(CommandError::before_flash)?;
             Ok::<_, UpgradeError>((answer.exit_status == Some(0)).then_some(answer.output))
         };
-        let board_name = read(commands::READ_BOARD_NAME).await?.unwrap_or_default();
+        let board_name = read(commands::READ_BOARD_NAME)
+            .await?
+            .map(|board_name| board_name.trim().to_owned())
+            .unwrap_or_default();
         let model = read(commands::READ_MODEL).await?.unwrap_or_default();
         let compat_version = read(commands::READ_COMPAT_VERSION).await?;
-        let previous_release = read(commands::READ_RELEASE)
+        let release = read(commands::READ_RELEASE)
             .await?
-            .and_then(|text| commands::parse_openwrt_release(&text));
+            .and_then(|text| commands::parse_openwrt_release(&text))
+            .map(|release| DeviceRelease {
+                board_name: board_name.clone(),
+                ..release
+            });
+        Ok(DeviceFacts {
+            board_name,
+            model,
+            compat_version,
+            release,
+        })
+    }
 
+    /// The release the device runs when it is the image's: the release version and revision
+    /// the image's metadata gives (both), on a board the metadata lists (when it lists any).
+    fn runs_image_already<'f>(&self, facts: &'f DeviceFacts) -> Option<&'f DeviceRelease> {
+        let metadata = self.context.image.metadata.as_ref()?;
+        let release = facts.release.as_ref()?;
+        runs_image(metadata, release).then_some(release)
+    }
+
+    /// A device that already runs the image is not flashed: the checksum marker is written
+    /// (best effort: without it, the release alone says so next time).
+    async fn mark_already_installed(
+        &self,
+        session: &DeviceSession,
+        release: &DeviceRelease,
+    ) -> Result<(), UpgradeError> {
+        let settings = &self.upgrader.settings;
+        self.context
+            .log(&format!(
+                "The device already runs {} on board \"{}\", the release of the image: upgrade \
+                 not needed. Writing checksum file to {}",
+                describe(release),
+                release.board_name,
+                settings.checksum_file
+            ))
+            .await?;
+        let commands = [
+            commands::make_parent_directory(&settings.checksum_file),
+            commands::write_checksum(&self.context.image.sha256, &settings.checksum_file),
+        ];
+        for command in commands {
+            if let Err(error) = self.run(session, &command, Accept::Only(&[0])).await {
+                self.context
+                    .log(&format!("Could not write the checksum file: {error}"))
+                    .await?;
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses an image that does not fit the device, from what the device says it is.
+    async fn check_fit(&self, facts: &DeviceFacts) -> Result<(), UpgradeError> {
+        let DeviceFacts {
+            board_name,
+            model,
+            compat_version,
+            ..
+        } = facts;
         let image = &self.context.image;
         let identity = DeviceIdentity {
-            board_name: &board_name,
-            model: &model,
+            board_name,
+            model,
             compat_version: compat_version.as_deref().map(str::trim),
         };
         let options = SysupgradeOptions {
@@ -568,7 +754,7 @@ impl<'a> Attempt<'a> {
                 }
         );
         if fits {
-            return Ok(previous_release);
+            return Ok(());
         }
         let facts = format!(
             "board \"{board_name}\", model \"{model}\", compat version {}",
@@ -581,7 +767,7 @@ impl<'a> Attempt<'a> {
                      because -F was given."
                 ))
                 .await?;
-            return Ok(previous_release);
+            return Ok(());
         }
         let line = format!("The image does not fit this device ({facts}): {verdict}.");
         self.context.log(&line).await?;
@@ -598,17 +784,31 @@ impl<'a> Attempt<'a> {
                 message: format!("could not open the image: {error}"),
                 source: Some(Box::new(error)),
             })?;
+        let settings = &self.upgrader.settings;
         session
             .upload(
                 stream,
                 remote_path,
                 image.size,
-                self.upgrader.settings.command_timeout,
+                settings.command_timeout,
+                settings.upload_deadline(image.size),
             )
             .await
-            .map_err(|error| UpgradeError::Recoverable {
-                message: error.to_string(),
-                source: Some(Box::new(error)),
+            .map_err(|error| {
+                let message = match &error {
+                    SessionError::UploadDeadline { .. } => format!(
+                        "Upload too slow: {error} (the deadline is the connect timeout, {} s, \
+                         plus {} bytes at the minimum upload throughput of {} bytes/s)",
+                        format_seconds(settings.connect_timeout),
+                        image.size,
+                        settings.min_upload_throughput
+                    ),
+                    _ => error.to_string(),
+                };
+                UpgradeError::Recoverable {
+                    message,
+                    source: Some(Box::new(error)),
+                }
             })
     }
 
@@ -647,7 +847,8 @@ impl<'a> Attempt<'a> {
     /// Starts again what was stopped before giving up with `error` (before the flash). Best
     /// effort: a broken session is replaced once; failures are logged.
     async fn restore(&mut self, session: &DeviceSession, error: &UpgradeError) {
-        if !self.services_stopped {
+        // Another engine holds the operation: nothing more may reach the device.
+        if !self.services_stopped || error.is_lease_lost() {
             return;
         }
         let line = if matches!(error, UpgradeError::Cancelled) {
@@ -782,7 +983,13 @@ impl<'a> Attempt<'a> {
                 }
             }
         }
-        let message = "Giving up, device not reachable anymore after upgrade".to_owned();
+        let message = if self.verifying {
+            "Giving up, device not reachable anymore after upgrade: could not verify what the \
+             device runs."
+                .to_owned()
+        } else {
+            "Giving up, device not reachable anymore after upgrade".to_owned()
+        };
         self.log_after_flash(&message).await?;
         Err(UpgradeError::FlashedNotSeenAgain { message })
     }
@@ -806,19 +1013,324 @@ impl<'a> Attempt<'a> {
         Ok(())
     }
 
-    /// After reconnecting: reads what the device runs, compares it with the image, writes the
-    /// checksum marker. `verifying`: called by [`Upgrader::verify`], where the marker may
-    /// already be there.
+    /// [`Upgrader::verify`] once reconnected: decides from the boot id, the process list and
+    /// what the device runs (see the module documentation), logging each decision with its
+    /// facts. Closes `session`.
+    async fn verify_flash(&mut self, session: DeviceSession) -> Result<Verified, UpgradeError> {
+        let recorded = self
+            .context
+            .previous_flash
+            .as_ref()
+            .and_then(|flash| flash.boot_id.clone());
+        let boot_id = match self.read_boot_id(&session).await {
+            Ok(boot_id) => boot_id,
+            Err(error) => return Err(self.unverifiable(session, error).await),
+        };
+        let recorded = match (recorded, boot_id) {
+            (Some(recorded), Some(boot_id)) if recorded == boot_id => recorded,
+            (None, _) => {
+                let line = "No boot id was recorded before the flash command: deciding from \
+                            what the device runs.";
+                return self.decide_by_facts(session, line, None).await;
+            }
+            (Some(recorded), None) => {
+                let line = format!(
+                    "The device has no boot id to compare with the one read before the flash \
+                     command ({recorded}): deciding from what it runs."
+                );
+                return self.decide_by_facts(session, &line, None).await;
+            }
+            (Some(recorded), Some(boot_id)) => {
+                let line = format!(
+                    "The device rebooted since the flash command (boot id {boot_id}, {recorded} \
+                     before the flash): deciding from what it runs."
+                );
+                return self.decide_by_facts(session, &line, None).await;
+            }
+        };
+        // Not rebooted since the boot id was read before the flash command.
+        match self.flash_process(&session).await {
+            Ok(FlashProcess::NotRunning) => self.restart_if_never_flashed(session, &recorded).await,
+            Ok(FlashProcess::Running(processes)) => {
+                let budget = reconnect_budget(&self.upgrader.settings);
+                self.log_after_flash(&format!(
+                    "The device has not rebooted since the flash command (boot id {recorded} \
+                     unchanged) and runs `{}`: the flash is under way; waiting for it to end \
+                     (at most {} seconds).",
+                    processes.join("`, `"),
+                    format_seconds(budget)
+                ))
+                .await?;
+                let waited = self.wait_for_flash(&session, budget).await;
+                self.after_flash_wait(session, waited, &recorded, budget)
+                    .await
+            }
+            Ok(FlashProcess::Unknown(why)) => {
+                let line = format!(
+                    "The device has not rebooted since the flash command (boot id {recorded} \
+                     unchanged), and whether a flash is under way is unknown ({why}): not \
+                     flashing again; deciding from what it runs."
+                );
+                self.decide_by_facts(session, &line, None).await
+            }
+            Err(error) if error.is_session_lost() => {
+                self.log_after_flash(&format!(
+                    "The device has not rebooted since the flash command (boot id {recorded} \
+                     unchanged) and cut the connection: the flash may be under way."
+                ))
+                .await?;
+                self.after_flash_wait(session, FlashWait::SessionLost, &recorded, Duration::ZERO)
+                    .await
+            }
+            Err(error) => Err(self.unverifiable(session, error).await),
+        }
+    }
+
+    /// The device has not rebooted since the flash command and no flash runs: when it runs
+    /// another release than the image's, that proves the flash command never reached it, and
+    /// the operation is taken back before its flash ([`Verified::NeverFlashed`]). Otherwise
+    /// decides from what it runs.
+    async fn restart_if_never_flashed(
+        &mut self,
+        session: DeviceSession,
+        boot_id: &str,
+    ) -> Result<Verified, UpgradeError> {
+        let release = match self.logged(self.read_release(&session).await).await {
+            Ok(Some(release)) => release,
+            Ok(None) => {
+                let line = format!(
+                    "The device has not rebooted since the flash command (boot id {boot_id} \
+                     unchanged) and no sysupgrade is running, but what it runs cannot be read: \
+                     not flashing again."
+                );
+                return self.decide_by_facts(session, &line, Some(None)).await;
+            }
+            Err(error) => {
+                session.close().await;
+                return Err(error);
+            }
+        };
+        let other_release = match self
+            .context
+            .image
+            .metadata
+            .as_ref()
+            .and_then(|metadata| differs_from_image(metadata, &release))
+        {
+            Some(differs) => differs,
+            // Without a release to compare with, only the checksum marker can tell.
+            None => match self.logged(self.marker_names_image(&session).await).await {
+                Ok(marked) => !marked,
+                Err(error) => {
+                    session.close().await;
+                    return Err(error);
+                }
+            },
+        };
+        if !other_release {
+            let line = format!(
+                "The device has not rebooted since the flash command (boot id {boot_id} \
+                 unchanged), no sysupgrade is running, and it runs {}, which is the image's: \
+                 deciding from what it runs.",
+                describe(&release)
+            );
+            return self
+                .decide_by_facts(session, &line, Some(Some(release)))
+                .await;
+        }
+        session.close().await;
+        let not_the_image = match self.context.image.metadata.as_ref() {
+            Some(metadata) => format!(", not the image's {}", expected_release(metadata)),
+            None => ", without the checksum marker of the image".to_owned(),
+        };
+        let line = format!(
+            "The flash command never reached the device: its boot id is still {boot_id}, the \
+             one read before the flash command, it runs {} on board \"{}\"{not_the_image}, and \
+             no sysupgrade is running. Starting the upgrade again.",
+            describe(&release),
+            release.board_name
+        );
+        match self.context.reporter.restart_unflashed(&line).await {
+            Ok(()) => Ok(Verified::NeverFlashed),
+            Err(ReportError::Persistence(source)) => {
+                let message = format!(
+                    "{line} But the operation could not be taken back before its flash \
+                     ({source}): not flashing again."
+                );
+                self.log_after_flash(&message).await?;
+                Err(UpgradeError::FlashedNotSeenAgain { message })
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Polls the process list every `reconnect_retry_delay` until no flash process runs, the
+    /// device cuts the session, or `budget` is spent.
+    async fn wait_for_flash(&self, session: &DeviceSession, budget: Duration) -> FlashWait {
+        let settings = &self.upgrader.settings;
+        let started = tokio::time::Instant::now();
+        loop {
+            let waited = started.elapsed();
+            if waited >= budget {
+                return FlashWait::StillRunning;
+            }
+            tokio::time::sleep(settings.reconnect_retry_delay.min(budget - waited)).await;
+            match self.flash_process(session).await {
+                Ok(FlashProcess::NotRunning) => return FlashWait::Ended,
+                Err(error) if error.is_session_lost() => return FlashWait::SessionLost,
+                Ok(FlashProcess::Running(_) | FlashProcess::Unknown(_)) | Err(_) => {}
+            }
+        }
+    }
+
+    /// After waiting for a flash under way: reconnects as after a reboot and decides from what
+    /// the device runs (never flashing again: the flash command did reach it).
+    async fn after_flash_wait(
+        &mut self,
+        session: DeviceSession,
+        waited: FlashWait,
+        boot_id: &str,
+        budget: Duration,
+    ) -> Result<Verified, UpgradeError> {
+        match waited {
+            FlashWait::StillRunning => {
+                session.close().await;
+                let message = format!(
+                    "The flash is still under way after {} seconds (boot id {boot_id} unchanged, \
+                     sysupgrade still running): could not verify what the device runs.",
+                    format_seconds(budget)
+                );
+                self.log_after_flash(&message).await?;
+                return Err(UpgradeError::FlashedNotSeenAgain { message });
+            }
+            FlashWait::Ended => {
+                session.close().await;
+                self.log_after_flash(
+                    "The flash process ended without the device cutting the connection; \
+                     reconnecting to see what it runs.",
+                )
+                .await?;
+            }
+            FlashWait::SessionLost => {
+                session.abandon();
+                self.wait_for_reboot().await?;
+            }
+        }
+        let session = self.reconnect().await?;
+        let line = match self.read_boot_id(&session).await {
+            Ok(Some(now)) if now == boot_id => format!(
+                "The device has still not rebooted (boot id {now}): deciding from what it runs."
+            ),
+            Ok(Some(now)) => format!(
+                "The device rebooted (boot id {now}, {boot_id} before the flash): deciding from \
+                 what it runs."
+            ),
+            Ok(None) => {
+                "The device no longer shows a boot id: deciding from what it runs.".to_owned()
+            }
+            Err(error) => return Err(self.unverifiable(session, error).await),
+        };
+        self.decide_by_facts(session, &line, None).await
+    }
+
+    /// Whether a flash process runs, from the process list.
+    async fn flash_process(&self, session: &DeviceSession) -> Result<FlashProcess, CommandError> {
+        let answer = self
+            .run(session, commands::PROCESS_LIST, Accept::Any)
+            .await?;
+        if answer.exit_status != Some(0) {
+            return Ok(FlashProcess::Unknown(format!(
+                "`{}` failed: {}",
+                commands::PROCESS_LIST,
+                answer.output
+            )));
+        }
+        let programs = self.flash_programs();
+        let programs: Vec<&str> = programs.iter().map(String::as_str).collect();
+        Ok(
+            match commands::processes_running(&answer.output, &programs) {
+                None => FlashProcess::Unknown(format!(
+                    "`{}` printed no process list",
+                    commands::PROCESS_LIST
+                )),
+                Some(found) if found.is_empty() => FlashProcess::NotRunning,
+                Some(found) => FlashProcess::Running(found),
+            },
+        )
+    }
+
+    /// The programs whose process means a flash under way: `sysupgrade` (the configured one
+    /// too), procd's stage 2 `upgraded`, and the program of a custom flash command.
+    fn flash_programs(&self) -> Vec<String> {
+        let file_name = |path: &str| path.rsplit('/').next().unwrap_or(path).to_owned();
+        let mut programs = vec![
+            "sysupgrade".to_owned(),
+            "upgraded".to_owned(),
+            file_name(&self.upgrader.settings.sysupgrade),
+        ];
+        let command = self
+            .upgrader
+            .upgrade_command("/tmp/image", &self.context.options);
+        programs.extend(command.split_whitespace().next().map(file_name));
+        programs.sort();
+        programs.dedup();
+        programs
+    }
+
+    /// Logs `line` (the facts behind the decision), then decides from what the device runs:
+    /// success only when it runs the image. Closes `session`.
+    async fn decide_by_facts(
+        &self,
+        session: DeviceSession,
+        line: &str,
+        known_release: Option<Option<DeviceRelease>>,
+    ) -> Result<Verified, UpgradeError> {
+        if let Err(error) = self.log_after_flash(line).await {
+            session.abandon();
+            return Err(error);
+        }
+        self.finish(session, None, known_release)
+            .await
+            .map(Verified::Outcome)
+    }
+
+    /// `result`, with the message of a failure after the flash written to the log.
+    async fn logged<T>(&self, result: Result<T, UpgradeError>) -> Result<T, UpgradeError> {
+        match result {
+            Err(UpgradeError::FlashedNotSeenAgain { message }) => {
+                self.log_after_flash(&message).await?;
+                Err(UpgradeError::FlashedNotSeenAgain { message })
+            }
+            other => other,
+        }
+    }
+
+    /// The device answered, but reading it failed: what it runs could not be verified.
+    async fn unverifiable(&self, session: DeviceSession, error: CommandError) -> UpgradeError {
+        session.close().await;
+        let message = format!("Reconnected, but could not verify what the device runs: {error}");
+        match self.log_after_flash(&message).await {
+            Ok(()) => UpgradeError::FlashedNotSeenAgain { message },
+            Err(error) => error,
+        }
+    }
+
+    /// After reconnecting: reads what the device runs (unless `known_release` holds it
+    /// already), compares it with the image, writes the checksum marker; then closes the
+    /// session.
     async fn finish(
         &self,
         session: DeviceSession,
         previous_release: Option<&DeviceRelease>,
-        verifying: bool,
+        known_release: Option<Option<DeviceRelease>>,
     ) -> Result<UpgradeOutcome, UpgradeError> {
         let outcome = self
-            .check_and_mark(&session, previous_release, verifying)
+            .check_and_mark(&session, previous_release, known_release)
             .await;
-        session.close().await;
+        match &outcome {
+            Err(error) if error.is_lease_lost() => session.abandon(),
+            _ => session.close().await,
+        }
         outcome
     }
 
@@ -826,17 +1338,21 @@ impl<'a> Attempt<'a> {
         &self,
         session: &DeviceSession,
         previous_release: Option<&DeviceRelease>,
-        verifying: bool,
+        known_release: Option<Option<DeviceRelease>>,
     ) -> Result<UpgradeOutcome, UpgradeError> {
         let settings = &self.upgrader.settings;
         self.enter_after_flash(UpgradePhase::VerifyingVersion, None)
             .await?;
-        let marked = if verifying {
-            self.marker_names_image(session).await?
+        let release = match known_release {
+            Some(release) => release,
+            None => self.logged(self.read_release(session).await).await?,
+        };
+        // When verifying, the marker may be there already.
+        let marked = if self.verifying {
+            self.logged(self.marker_names_image(session).await).await?
         } else {
             false
         };
-        let release = self.read_release(session).await?;
         if let Some(release) = &release {
             self.log_after_flash(&format!(
                 "The device runs {} on board \"{}\".",
@@ -854,7 +1370,7 @@ impl<'a> Attempt<'a> {
                     return Err(UpgradeError::FlashedNotSeenAgain { message });
                 }
             }
-            None if verifying && !marked => {
+            None if self.verifying && !marked => {
                 let message = "The device is reachable, but the image has no metadata to \
                                compare its release with and the device has no checksum marker \
                                for it: cannot tell whether it runs the image."
@@ -897,7 +1413,9 @@ impl<'a> Attempt<'a> {
         let answer = self
             .run(session, &commands::cat_file(checksum_file), Accept::Any)
             .await
-            .map_err(|error| error.after_flash("could not read the checksum file"))?;
+            .map_err(|error| {
+                error.after_flash("could not verify what the device runs (its checksum file)")
+            })?;
         Ok(answer.exit_status == Some(0) && answer.output.trim() == self.context.image.sha256)
     }
 
@@ -906,7 +1424,7 @@ impl<'a> Attempt<'a> {
         &self,
         session: &DeviceSession,
     ) -> Result<Option<DeviceRelease>, UpgradeError> {
-        let unreadable = "reconnected after the flash, but could not read what the device runs";
+        let unreadable = "reconnected after the flash, but could not verify what the device runs";
         let release_file = self
             .run(session, commands::READ_RELEASE, Accept::Any)
             .await
@@ -940,14 +1458,49 @@ impl<'a> Attempt<'a> {
 }
 
 /// A report after the flash: a cancellation cannot stop anything any more, and a persistence
-/// failure must not make the engine retry (flash again).
+/// failure must not make the engine retry (flash again). A lost lease stops the upgrade at
+/// once: another engine holds the operation now.
 fn after_flash_report(result: Result<(), ReportError>) -> Result<(), UpgradeError> {
     match result {
         Ok(()) | Err(ReportError::Cancelled) => Ok(()),
+        Err(ReportError::LeaseLost) => Err(UpgradeError::LeaseLost),
         Err(error) => Err(UpgradeError::FlashedNotSeenAgain {
             message: format!("the flash command was sent, then {error}"),
         }),
     }
+}
+
+/// Whether `release` is the image's: the release version and revision of the metadata (both
+/// given) on a board among its supported devices (when it lists any).
+fn runs_image(metadata: &ImageMetadata, release: &DeviceRelease) -> bool {
+    let expected = &metadata.version;
+    let (Some(version), Some(revision)) = (&expected.version, &expected.revision) else {
+        return false;
+    };
+    *version == release.version
+        && *revision == release.revision
+        && metadata
+            .active_supported_devices()
+            .is_none_or(|devices| devices.is_empty() || devices.contains(&release.board_name))
+}
+
+/// Whether `release` is another release than the image's, by the version and revision the
+/// metadata gives; `None` when it gives neither.
+fn differs_from_image(metadata: &ImageMetadata, release: &DeviceRelease) -> Option<bool> {
+    let expected = &metadata.version;
+    if expected.version.is_none() && expected.revision.is_none() {
+        return None;
+    }
+    Some(
+        expected
+            .version
+            .as_deref()
+            .is_some_and(|version| version != release.version)
+            || expected
+                .revision
+                .as_deref()
+                .is_some_and(|revision| revision != release.revision),
+    )
 }
 
 /// Whether the release read after the reboot is the image's: version and revision as the
@@ -962,8 +1515,8 @@ fn compare_release(
     let Some(release) = release else {
         return Err(
             "The device is reachable again, but neither /etc/openwrt_release nor \
-                    `ubus call system board` says what it runs: cannot tell whether it runs \
-                    the image."
+                    `ubus call system board` says what it runs: could not verify what the \
+                    device runs."
                 .to_owned(),
         );
     };
@@ -980,15 +1533,7 @@ fn compare_release(
         && metadata
             .active_supported_devices()
             .is_some_and(|devices| !devices.contains(&release.board_name));
-    let expected_release = [
-        expected.dist.as_deref(),
-        expected.version.as_deref(),
-        expected.revision.as_deref(),
-    ]
-    .into_iter()
-    .flatten()
-    .collect::<Vec<_>>()
-    .join(" ");
+    let expected_release = expected_release(metadata);
     if version_differs {
         let unchanged = previous_release.is_some_and(|previous| {
             previous.version == release.version && previous.revision == release.revision
@@ -1017,6 +1562,30 @@ fn compare_release(
         ));
     }
     Ok(())
+}
+
+/// How long the device may take to come back from a flash: `reconnect_delay` plus
+/// `reconnect_max_retries` times `reconnect_retry_delay`.
+fn reconnect_budget(settings: &OpenWrtSettings) -> Duration {
+    settings.reconnect_delay.saturating_add(
+        settings
+            .reconnect_retry_delay
+            .saturating_mul(settings.reconnect_max_retries),
+    )
+}
+
+/// The release the image's metadata gives, such as `OpenWrt 23.05.3 r23809-234f1a2efa`.
+fn expected_release(metadata: &ImageMetadata) -> String {
+    let expected = &metadata.version;
+    [
+        expected.dist.as_deref(),
+        expected.version.as_deref(),
+        expected.revision.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(" ")
 }
 
 fn describe(release: &DeviceRelease) -> String {

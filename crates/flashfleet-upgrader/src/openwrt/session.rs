@@ -1,9 +1,15 @@
 //! One SSH session with a device, on libssh2 (`ssh2`), driven from async code.
 //!
 //! libssh2 is blocking: every call runs on tokio's blocking pool, bounded twice — by libssh2's
-//! own timeout (per call) and by an async timeout around the blocking task. When the async
-//! timeout fires, the TCP connection is shut down from the outside, which makes the blocked
-//! libssh2 call return, so no thread is left waiting forever on a hung device.
+//! own timeout (per call) and by an async timeout around the blocking task (for an upload, its
+//! total deadline). When the async timeout fires, the TCP connection is shut down from the
+//! outside, which makes the blocked libssh2 call return, so no thread is left waiting forever
+//! on a hung device.
+//!
+//! The same happens when the async side is dropped (the engine drops an upgrade future on its
+//! task timeout or when it stops): a drop guard ([`ShutdownOnDrop`], [`ConnectAbort`]) shuts the
+//! connection down, so the blocking thread returns at once and lets go of what it holds — the
+//! image stream of an upload, and with it the engine's upload permit.
 //!
 //! Exit statuses: libssh2 answers 0 when the server never sent one (a session killed by
 //! `sysupgrade`). A command whose connection broke before the channel closed cleanly is
@@ -12,7 +18,8 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -101,6 +108,18 @@ pub(crate) enum SessionError {
     /// A command or transfer did not finish in time; the connection was closed.
     #[error("`{command}` did not finish within {} s", .timeout.as_secs_f64())]
     Timeout { command: String, timeout: Duration },
+    /// An upload did not finish within its total deadline; the connection was shut down.
+    #[error(
+        "the upload to {remote_path} did not finish within its deadline of {} s: {sent} of \
+         {size} bytes sent; the connection was closed",
+        .deadline.as_secs_f64()
+    )]
+    UploadDeadline {
+        remote_path: String,
+        sent: u64,
+        size: u64,
+        deadline: Duration,
+    },
     /// The session broke during a command or transfer.
     #[error("SSH error during `{command}`: {message}")]
     Transport { command: String, message: String },
@@ -161,19 +180,29 @@ impl DeviceSession {
         let per_address = timeouts.connect + timeouts.command * 2;
         let bound =
             per_address * u32::try_from(target.addresses.len().max(1)).unwrap_or(1) + GRACE * 2;
-        let task =
-            tokio::task::spawn_blocking(move || connect_blocking(&target, &policy, timeouts));
-        match tokio::time::timeout(bound, task).await {
+        let abort = Arc::new(ConnectAbort::default());
+        // Armed until the blocking task answered: a timeout, or this future dropped, abandons
+        // the connection under way.
+        let guard = AbandonOnDrop(Some(Arc::clone(&abort)));
+        let task = tokio::task::spawn_blocking(move || {
+            let result = connect_blocking(&target, &policy, timeouts, &abort);
+            abort.finished();
+            result
+        });
+        let result = match tokio::time::timeout(bound, task).await {
             Ok(Ok(result)) => result.map(|inner| DeviceSession {
                 inner: Arc::new(inner),
             }),
             Ok(Err(join_error)) => Err(SessionError::Worker(join_error.to_string())),
-            // The blocking task ends by itself through its libssh2 and socket timeouts.
-            Err(_) => Err(SessionError::Timeout {
-                command: "connect".to_owned(),
-                timeout: bound,
-            }),
-        }
+            Err(_) => {
+                return Err(SessionError::Timeout {
+                    command: "connect".to_owned(),
+                    timeout: bound,
+                });
+            }
+        };
+        guard.disarm();
+        result
     }
 
     /// The address this session is connected to.
@@ -195,43 +224,75 @@ impl DeviceSession {
     ) -> Result<CommandOutput, SessionError> {
         let inner = Arc::clone(&self.inner);
         let owned_command = command.to_owned();
+        // Armed until the blocking call answered: if this future is dropped, or libssh2 does
+        // not honour its own timeout (a hung read), the connection is cut so the blocked call
+        // returns and its thread goes back to the pool.
+        let guard = ShutdownOnDrop(Some(Arc::clone(&self.inner)));
         let task = tokio::task::spawn_blocking(move || inner.exec(&owned_command, timeout));
-        match tokio::time::timeout(timeout + GRACE, task).await {
+        let result = match tokio::time::timeout(timeout + GRACE, task).await {
             Ok(Ok(result)) => result,
             Ok(Err(join_error)) => Err(SessionError::Worker(join_error.to_string())),
             Err(_) => {
-                // libssh2 did not honour its own timeout (a hung read): cut the connection so
-                // the blocked call returns and its thread goes back to the pool.
-                self.inner.shutdown();
-                Err(SessionError::Timeout {
+                return Err(SessionError::Timeout {
                     command: command.to_owned(),
                     timeout,
-                })
+                });
             }
-        }
+        };
+        guard.disarm();
+        result
     }
 
     /// Uploads `size` bytes of `image` to `remote_path` with SCP (`scp -t`, as OpenWrt's
     /// dropbear offers no SFTP), streaming: at most one buffer of the image is in memory. The
-    /// transfer fails when it makes no progress for `stall_timeout`.
+    /// transfer fails when one step makes no progress for `stall_timeout`, and when the whole
+    /// upload takes longer than `deadline` (a trickling link that keeps moving): then the
+    /// connection is shut down, which ends the blocking transfer at once, and the image stream
+    /// is dropped before this returns (within [`GRACE`]).
     pub(crate) async fn upload(
         &self,
         image: Box<dyn AsyncRead + Send + Unpin>,
         remote_path: &str,
         size: u64,
         stall_timeout: Duration,
+        deadline: Duration,
     ) -> Result<(), SessionError> {
         let inner = Arc::clone(&self.inner);
-        let remote_path = remote_path.to_owned();
+        let sent = Arc::new(AtomicU64::new(0));
+        let owned_path = remote_path.to_owned();
         // The bridge blocks on the runtime it is created in, from the blocking thread.
         let reader = tokio_util::io::SyncIoBridge::new(image);
-        let task = tokio::task::spawn_blocking(move || {
-            inner.upload(reader, &remote_path, size, stall_timeout)
+        // Armed until the transfer ended: past the deadline, or if this future is dropped, the
+        // connection is cut so the blocking thread stops and drops the image stream.
+        let guard = ShutdownOnDrop(Some(Arc::clone(&self.inner)));
+        let mut task = tokio::task::spawn_blocking({
+            let sent = Arc::clone(&sent);
+            move || inner.upload(reader, &owned_path, size, stall_timeout, &sent)
         });
-        match task.await {
-            Ok(result) => result,
-            Err(join_error) => Err(SessionError::Worker(join_error.to_string())),
-        }
+        let result = match tokio::time::timeout(deadline, &mut task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join_error)) => Err(SessionError::Worker(join_error.to_string())),
+            Err(_) => {
+                drop(guard);
+                // The transfer fails at once on the shut socket; wait for it to let go of the
+                // image stream.
+                let _ = tokio::time::timeout(GRACE, task).await;
+                return Err(SessionError::UploadDeadline {
+                    remote_path: remote_path.to_owned(),
+                    sent: sent.load(Ordering::SeqCst),
+                    size,
+                    deadline,
+                });
+            }
+        };
+        guard.disarm();
+        result
+    }
+
+    /// Drops the session without a word to the device: the connection is shut down, nothing
+    /// more is sent (not even an SSH disconnect message).
+    pub(crate) fn abandon(self) {
+        self.inner.shutdown();
     }
 
     /// Closes the session politely (best effort, bounded by a short timeout).
@@ -314,6 +375,7 @@ impl BlockingSession {
         remote_path: &str,
         size: u64,
         stall_timeout: Duration,
+        sent_so_far: &AtomicU64,
     ) -> Result<(), SessionError> {
         let command = format!("scp -t {remote_path}");
         let transport = |error: &dyn std::fmt::Display| SessionError::Transport {
@@ -351,6 +413,7 @@ impl BlockingSession {
                 .write_all(&buffer[..read])
                 .map_err(|error| io_error(error, &transport, &timed_out))?;
             sent += read as u64;
+            sent_so_far.store(sent, Ordering::SeqCst);
         }
         // The SCP source ends a file with a status byte; OpenSSH's (and dropbear's) `scp -t`
         // waits for it and exits 1 without it. libssh2 does not send it.
@@ -373,6 +436,100 @@ impl BlockingSession {
             Ok(0) => Ok(()),
             Ok(status) => Err(transport(&format!("scp exited with status {status}"))),
             Err(error) => Err(transport(&error)),
+        }
+    }
+}
+
+/// Shuts the session's connection down when dropped armed: the async side stopped waiting for
+/// a blocking call (dropped, or past its timeout), so the call must return at once.
+struct ShutdownOnDrop(Option<Arc<BlockingSession>>);
+
+impl ShutdownOnDrop {
+    /// The blocking call answered: nothing to cut.
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for ShutdownOnDrop {
+    fn drop(&mut self) {
+        if let Some(session) = self.0.take() {
+            session.shutdown();
+        }
+    }
+}
+
+/// How the async side of a connection attempt abandons it: the blocking side registers each
+/// TCP connection it opens, and stops before the next address once abandoned.
+#[derive(Default)]
+struct ConnectAbort {
+    abandoned: AtomicBool,
+    /// A handle on the connection being set up.
+    socket: Mutex<Option<TcpStream>>,
+}
+
+impl ConnectAbort {
+    /// Registers the connection being set up; an error when the attempt was abandoned.
+    fn watch(&self, stream: &TcpStream) -> io::Result<()> {
+        let handle = stream.try_clone()?;
+        let mut socket = self
+            .socket
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if self.is_abandoned() {
+            return Err(abandoned());
+        }
+        *socket = Some(handle);
+        Ok(())
+    }
+
+    fn is_abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::SeqCst)
+    }
+
+    /// The attempt ended: forget the handle (the session keeps its own).
+    fn finished(&self) {
+        self.socket
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+    }
+
+    /// Shuts the connection being set up down and stops the attempt.
+    fn abandon(&self) {
+        self.abandoned.store(true, Ordering::SeqCst);
+        let socket = self
+            .socket
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(socket) = socket {
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+fn abandoned() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Interrupted,
+        "the connection attempt was abandoned",
+    )
+}
+
+/// Abandons a connection attempt when dropped armed.
+struct AbandonOnDrop(Option<Arc<ConnectAbort>>);
+
+impl AbandonOnDrop {
+    /// The attempt answered: nothing to abandon.
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        if let Some(abort) = self.0.take() {
+            abort.abandon();
         }
     }
 }
@@ -464,13 +621,21 @@ fn connect_blocking(
     target: &ConnectionTarget,
     policy: &HostKeyPolicy,
     timeouts: Timeouts,
+    abort: &ConnectAbort,
 ) -> Result<BlockingSession, SessionError> {
     if target.addresses.is_empty() {
         return Err(SessionError::NoAddress);
     }
     let mut errors = Vec::new();
     for address in &target.addresses {
-        match connect_address(address, target, policy, timeouts) {
+        if abort.is_abandoned() {
+            errors.push(SessionError::Connect {
+                address: display_address(address, target.port),
+                source: abandoned(),
+            });
+            break;
+        }
+        match connect_address(address, target, policy, timeouts, abort) {
             Ok(session) => return Ok(session),
             // A changed host key is refused outright: another address would be another host.
             Err(error @ SessionError::HostKeyChanged { .. }) => return Err(error),
@@ -489,6 +654,7 @@ fn connect_address(
     target: &ConnectionTarget,
     policy: &HostKeyPolicy,
     timeouts: Timeouts,
+    abort: &ConnectAbort,
 ) -> Result<BlockingSession, SessionError> {
     let display = display_address(address, target.port);
     let connect_error = |source: io::Error| SessionError::Connect {
@@ -511,6 +677,9 @@ fn connect_address(
         }
     }
     let stream = connected.ok_or_else(|| connect_error(last_error))?;
+    // From here on an abandoned attempt shuts this connection down, which ends the handshake
+    // or authentication under way.
+    abort.watch(&stream).map_err(connect_error)?;
     // libssh2 makes the socket non-blocking and bounds every call with its own timeout; this
     // second handle lets another thread shut the connection down.
     let handle = stream.try_clone().map_err(connect_error)?;

@@ -46,6 +46,13 @@ pub struct OpenWrtSettings {
     /// `OPENWISP_SSH_CONNECTION_TIMEOUT`, 5 s).
     #[serde(with = "seconds")]
     pub connect_timeout: Duration,
+    /// The slowest upload accepted, in bytes per second (beyond upstream; 64 KiB/s, must be
+    /// positive). An upload has a total deadline of
+    /// [`connect_timeout`](Self::connect_timeout) plus the image size at this throughput;
+    /// past it the connection is closed and the upload fails (retried later), so a link that
+    /// trickles without ever stalling cannot hold an upload, and its image stream, forever.
+    #[serde(deserialize_with = "positive")]
+    pub min_upload_throughput: u64,
     /// Where the image is uploaded (upstream `REMOTE_UPLOAD_DIR`, `/tmp`).
     pub remote_upload_dir: String,
     /// The file name the image gets on the device; `None` keeps the image's own file name
@@ -80,6 +87,7 @@ impl Default for OpenWrtSettings {
             upgrade_timeout: Duration::from_secs(90),
             command_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
+            min_upload_throughput: 64 * 1024,
             remote_upload_dir: "/tmp".to_owned(),
             remote_file_name: None,
             checksum_file: "/etc/openwisp/firmware_checksum".to_owned(),
@@ -102,6 +110,34 @@ impl Default for OpenWrtSettings {
             .map(str::to_owned)
             .collect(),
         }
+    }
+}
+
+impl OpenWrtSettings {
+    /// How long an upload of `size` bytes may take in all:
+    /// [`connect_timeout`](Self::connect_timeout) plus `size` at
+    /// [`min_upload_throughput`](Self::min_upload_throughput).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use flashfleet_upgrader::openwrt::OpenWrtSettings;
+    ///
+    /// let settings = OpenWrtSettings::default();
+    /// // 5 s to connect, then 16 MiB at 64 KiB/s.
+    /// assert_eq!(settings.upload_deadline(16 * 1024 * 1024), Duration::from_secs(5 + 256));
+    /// ```
+    pub fn upload_deadline(&self, size: u64) -> Duration {
+        let transfer = size as f64 / self.min_upload_throughput.max(1) as f64;
+        self.connect_timeout
+            .saturating_add(Duration::try_from_secs_f64(transfer).unwrap_or(Duration::MAX))
+    }
+}
+
+/// A positive integer (a throughput of 0 would allow no upload at all).
+fn positive<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    match u64::deserialize(deserializer)? {
+        0 => Err(serde::de::Error::custom("must be greater than 0")),
+        value => Ok(value),
     }
 }
 
@@ -143,6 +179,7 @@ mod tests {
         assert_eq!(settings.upgrade_timeout, Duration::from_secs(90));
         assert_eq!(settings.command_timeout, Duration::from_secs(30));
         assert_eq!(settings.connect_timeout, Duration::from_secs(5));
+        assert_eq!(settings.min_upload_throughput, 65536);
         assert_eq!(settings.remote_upload_dir, "/tmp");
         assert_eq!(settings.checksum_file, "/etc/openwisp/firmware_checksum");
         assert_eq!(settings.non_critical_services.len(), 10);
@@ -180,5 +217,35 @@ mod tests {
             serde_json::from_value::<OpenWrtSettings>(serde_json::json!({"upgrade_timeout": -1}))
                 .is_err()
         );
+        assert!(
+            serde_json::from_value::<OpenWrtSettings>(
+                serde_json::json!({"min_upload_throughput": 0})
+            )
+            .is_err()
+        );
+        let slow: OpenWrtSettings =
+            serde_json::from_value(serde_json::json!({"min_upload_throughput": 1024})).unwrap();
+        assert_eq!(slow.min_upload_throughput, 1024);
+        assert_eq!(
+            serde_json::to_value(&slow).unwrap()["min_upload_throughput"],
+            1024
+        );
+    }
+
+    #[test]
+    fn upload_deadlines_grow_with_the_size_and_never_overflow() {
+        let settings = OpenWrtSettings {
+            connect_timeout: Duration::from_secs(2),
+            min_upload_throughput: 1000,
+            ..OpenWrtSettings::default()
+        };
+        assert_eq!(settings.upload_deadline(0), Duration::from_secs(2));
+        assert_eq!(settings.upload_deadline(1500), Duration::from_millis(3500));
+        let slowest = OpenWrtSettings {
+            min_upload_throughput: 1,
+            connect_timeout: Duration::MAX,
+            ..settings
+        };
+        assert_eq!(slowest.upload_deadline(u64::MAX), Duration::MAX);
     }
 }

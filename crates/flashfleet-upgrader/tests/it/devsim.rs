@@ -11,7 +11,7 @@ use flashfleet_devsim::{
 };
 use flashfleet_models::UpgradePhase;
 use flashfleet_upgrader::openwrt::{OpenWrtSettings, OpenWrtUpgrader};
-use flashfleet_upgrader::{UpgradeError, UpgradeOutcome, Upgrader};
+use flashfleet_upgrader::{FlashRecord, UpgradeError, UpgradeOutcome, Upgrader};
 use serde_json::json;
 
 use crate::support::{
@@ -119,6 +119,7 @@ async fn a_successful_upgrade_sends_upstreams_commands_and_reports_phases_in_ord
     let reporter = RecordingReporter::new();
     reporter.watch(device);
     let context = context_for(&fleet, Auth::Key, &image, true, json!({}), &reporter);
+    let boot_id = device.boot_id();
 
     let outcome = upgrader().upgrade(&context).await.unwrap();
 
@@ -149,6 +150,7 @@ async fn a_successful_upgrade_sends_upstreams_commands_and_reports_phases_in_ord
     expected.extend([
         format!("scp -t '{path}'"),
         format!("/sbin/sysupgrade --test {path}"),
+        "cat /proc/sys/kernel/random/boot_id".to_owned(),
         "rm /etc/openwisp/checksum 2> /dev/null".to_owned(),
         format!("/sbin/sysupgrade -v -c {path}"),
         "cat /etc/openwrt_release".to_owned(),
@@ -165,6 +167,9 @@ async fn a_successful_upgrade_sends_upstreams_commands_and_reports_phases_in_ord
         .unwrap();
     assert!(reporter.commands_before_flashing() <= flash_index);
     assert!(reporter.commands_before_flashing() > 0);
+    // With it, the boot id read just before; the device booted again since.
+    assert_eq!(reporter.flash_boot_ids(), [Some(boot_id.clone())]);
+    assert_ne!(device.boot_id(), boot_id);
 
     use UpgradePhase::*;
     assert_eq!(
@@ -863,13 +868,15 @@ async fn verify_finishes_an_upgrade_interrupted_after_the_flash() {
     assert_eq!(
         device.commands(),
         [
-            "cat /etc/openwisp/firmware_checksum".to_owned(),
+            "cat /proc/sys/kernel/random/boot_id".to_owned(),
             "cat /etc/openwrt_release".to_owned(),
             "cat /tmp/sysinfo/board_name".to_owned(),
+            "cat /etc/openwisp/firmware_checksum".to_owned(),
             "mkdir -p /etc/openwisp".to_owned(),
             format!("echo {} > /etc/openwisp/firmware_checksum", image.sha256),
         ]
     );
+    assert!(reporter.logged("No boot id was recorded before the flash command"));
     assert_eq!(device.flash_count(), 0);
     assert!(reporter.phases().is_empty(), "verify reports no phase");
     fleet.shutdown().await;
@@ -929,11 +936,507 @@ async fn verify_after_a_completed_upgrade_only_reads() {
     assert_eq!(
         device.commands()[sent..],
         [
-            "cat /etc/openwisp/firmware_checksum",
+            "cat /proc/sys/kernel/random/boot_id",
             "cat /etc/openwrt_release",
             "cat /tmp/sysinfo/board_name",
+            "cat /etc/openwisp/firmware_checksum",
         ]
     );
     assert_eq!(device.flash_count(), 1);
+    fleet.shutdown().await;
+}
+
+/// How many flash commands (not image tests) the device received.
+fn flash_commands(device: &flashfleet_devsim::SimDevice) -> usize {
+    device
+        .commands()
+        .iter()
+        .filter(|command| command.starts_with("/sbin/sysupgrade -v"))
+        .count()
+}
+
+/// What an earlier attempt recorded of its flash: one attempt, with `boot_id`.
+fn flashed_with(boot_id: Option<String>) -> Option<FlashRecord> {
+    Some(FlashRecord {
+        attempts: 1,
+        boot_id,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_boot_id_is_read_just_before_the_flash_and_recorded_with_it() {
+    let fleet = fleet_of(gl_mt300n_v2()).await;
+    let device = fleet.device(0);
+    let image = default_image();
+    let reporter = RecordingReporter::new();
+    let context = context_for(&fleet, Auth::Key, &image, true, json!({}), &reporter);
+    let before = device.boot_id();
+
+    upgrader().upgrade(&context).await.unwrap();
+
+    assert_eq!(reporter.flash_boot_ids(), [Some(before.clone())]);
+    let commands = device.commands();
+    let flash = commands
+        .iter()
+        .position(|command| command.starts_with("/sbin/sysupgrade -v"))
+        .unwrap();
+    assert_eq!(commands[flash - 2], "cat /proc/sys/kernel/random/boot_id");
+    assert_eq!(
+        commands[flash - 1],
+        "rm /etc/openwisp/checksum 2> /dev/null"
+    );
+    // The flash rebooted the device.
+    assert_ne!(device.boot_id(), before);
+    fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_already_runs_the_image_is_not_flashed_and_gets_its_marker() {
+    let image = default_image();
+    let mut spec = gl_mt300n_v2();
+    spec.release.version = "23.05.3".to_owned();
+    spec.release.revision = "r23809-234f1a2efa".to_owned();
+    let fleet = fleet_of(spec).await;
+    let device = fleet.device(0);
+    let reporter = RecordingReporter::new();
+    let context = context_for(&fleet, Auth::Key, &image, true, json!({}), &reporter);
+
+    let outcome = upgrader().upgrade(&context).await.unwrap();
+
+    assert_eq!(outcome, UpgradeOutcome::AlreadyInstalled);
+    assert_eq!(device.flash_count(), 0);
+    assert_eq!(image.times_opened(), 0);
+    assert_eq!(
+        device.file("/etc/openwisp/firmware_checksum").unwrap(),
+        format!("{}\n", image.sha256)
+    );
+    let mut expected = first_commands();
+    expected.extend([
+        "mkdir -p /etc/openwisp".to_owned(),
+        format!("echo {} > /etc/openwisp/firmware_checksum", image.sha256),
+    ]);
+    assert_eq!(device.commands(), expected);
+    assert_eq!(
+        reporter.lines().last().unwrap(),
+        &format!(
+            "The device already runs OpenWrt 23.05.3 r23809-234f1a2efa on board \
+             \"{GL_MT300N_V2_BOARD}\", the release of the image: upgrade not needed. Writing \
+             checksum file to /etc/openwisp/firmware_checksum"
+        )
+    );
+    assert!(reporter.flash_boot_ids().is_empty());
+
+    // The same release on a board the image does not list is no proof: that image is refused
+    // as not fitting, never marked as installed.
+    let other_board = ImageFile::write(
+        &TestImage::builder()
+            .supported_devices(["tplink,archer-c7-v2"])
+            .build(),
+        IMAGE_NAME,
+    );
+    let mut spec = gl_mt300n_v2();
+    spec.release.version = "23.05.3".to_owned();
+    spec.release.revision = "r23809-234f1a2efa".to_owned();
+    let other_fleet = fleet_of(spec).await;
+    let reporter = RecordingReporter::new();
+    let context = context_for(
+        &other_fleet,
+        Auth::Key,
+        &other_board,
+        true,
+        json!({}),
+        &reporter,
+    );
+    let error = upgrader().upgrade(&context).await.unwrap_err();
+    assert!(matches!(error, UpgradeError::Aborted { .. }), "{error:?}");
+    assert!(
+        other_fleet
+            .device(0)
+            .file("/etc/openwisp/firmware_checksum")
+            .is_none()
+    );
+    other_fleet.shutdown().await;
+    fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_with_the_same_boot_id_the_old_release_and_no_sysupgrade_flashes_once_more() {
+    let fleet = fleet_of(gl_mt300n_v2()).await;
+    let device = fleet.device(0);
+    let image = default_image();
+    let reporter = RecordingReporter::new();
+    // An earlier attempt persisted `Flashing` with this boot id, and its flash command never
+    // reached the device (the engine crashed in between).
+    reporter.already_flashing();
+    let boot_id = device.boot_id();
+    let mut context = context_for(&fleet, Auth::Key, &image, true, json!({}), &reporter);
+    context.previous_flash = flashed_with(Some(boot_id.clone()));
+
+    let outcome = upgrader().verify(&context).await.unwrap();
+
+    assert!(
+        matches!(outcome, UpgradeOutcome::Upgraded { release: Some(_) }),
+        "{outcome:?}"
+    );
+    assert_eq!(device.flash_count(), 1);
+    assert_eq!(flash_commands(device), 1);
+    assert_eq!(device.release().version, "23.05.3");
+    let restarts = reporter.restarts();
+    assert_eq!(
+        restarts,
+        [format!(
+            "The flash command never reached the device: its boot id is still {boot_id}, the \
+             one read before the flash command, it runs OpenWrt 23.05.0 r23497-6637af95aa on \
+             board \"{GL_MT300N_V2_BOARD}\", not the image's OpenWrt 23.05.3 \
+             r23809-234f1a2efa, and no sysupgrade is running. Starting the upgrade again."
+        )]
+    );
+    // The facts first, then the whole upgrade again from its first command.
+    let commands = device.commands();
+    assert_eq!(
+        commands[..5],
+        [
+            "cat /proc/sys/kernel/random/boot_id",
+            "ps w",
+            "cat /etc/openwrt_release",
+            "cat /tmp/sysinfo/board_name",
+            "uci get openwisp.http.uuid",
+        ]
+    );
+    // Taken back to `Queued`, then every phase again; the second flash records the same boot
+    // id (the device had not rebooted).
+    use UpgradePhase::*;
+    assert_eq!(
+        reporter.phases()[..3],
+        [Queued, Connecting, VerifyingIdentity]
+    );
+    assert_eq!(reporter.flash_boot_ids(), [Some(boot_id)]);
+    assert_eq!(
+        device.file("/etc/openwisp/firmware_checksum").unwrap(),
+        format!("{}\n", image.sha256)
+    );
+    fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_after_a_real_flash_sees_a_new_boot_id_and_decides_by_the_release() {
+    let fleet = fleet_of(gl_mt300n_v2()).await;
+    let device = fleet.device(0);
+    let image = default_image();
+    let reporter = RecordingReporter::new();
+    let context = context_for(&fleet, Auth::Key, &image, true, json!({}), &reporter);
+    upgrader().upgrade(&context).await.unwrap();
+    let recorded = reporter.flash_boot_ids().pop().unwrap();
+    let sent = device.commands().len();
+
+    let mut context = context;
+    context.connection.known_host_key = reporter.host_keys().pop();
+    context.previous_flash = flashed_with(recorded.clone());
+    let outcome = upgrader().verify(&context).await.unwrap();
+
+    assert!(
+        matches!(outcome, UpgradeOutcome::Upgraded { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(device.flash_count(), 1);
+    assert_eq!(flash_commands(device), 1);
+    assert!(reporter.restarts().is_empty());
+    assert_eq!(
+        device.commands()[sent..],
+        [
+            "cat /proc/sys/kernel/random/boot_id",
+            "cat /etc/openwrt_release",
+            "cat /tmp/sysinfo/board_name",
+            "cat /etc/openwisp/firmware_checksum",
+        ]
+    );
+    assert!(reporter.logged(&format!(
+        "The device rebooted since the flash command (boot id {}, {} before the flash): \
+         deciding from what it runs.",
+        device.boot_id(),
+        recorded.unwrap()
+    )));
+    fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_of_a_device_back_on_its_old_release_fails_without_flashing_again() {
+    let mut spec = gl_mt300n_v2();
+    spec.faults.comes_back_with_old_release = true;
+    let fleet = fleet_of(spec).await;
+    let device = fleet.device(0);
+    let image = default_image();
+    let reporter = RecordingReporter::new();
+    let context = context_for(&fleet, Auth::Key, &image, true, json!({}), &reporter);
+    let error = upgrader().upgrade(&context).await.unwrap_err();
+    assert!(error.may_have_flashed(), "{error:?}");
+    let recorded = reporter.flash_boot_ids().pop().unwrap();
+
+    let mut context = context;
+    context.connection.known_host_key = reporter.host_keys().pop();
+    context.previous_flash = flashed_with(recorded);
+    let error = upgrader().verify(&context).await.unwrap_err();
+
+    assert!(
+        matches!(error, UpgradeError::FlashedNotSeenAgain { .. }),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        "The device came back running OpenWrt 23.05.0 r23497-6637af95aa, not the image's \
+         OpenWrt 23.05.3 r23809-234f1a2efa."
+    );
+    assert!(reporter.logged(&format!(
+        "The device runs OpenWrt 23.05.0 r23497-6637af95aa on board \"{GL_MT300N_V2_BOARD}\"."
+    )));
+    assert!(reporter.restarts().is_empty());
+    assert_eq!(device.flash_count(), 1);
+    assert_eq!(flash_commands(device), 1);
+    assert!(device.file("/etc/openwisp/firmware_checksum").is_none());
+    fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_while_sysupgrade_hangs_waits_within_its_bound_and_never_flashes_again() {
+    let mut spec = gl_mt300n_v2();
+    spec.faults.sysupgrade_hangs = true;
+    let fleet = fleet_of(spec).await;
+    let device = fleet.device(0);
+    let image = default_image();
+    let reporter = RecordingReporter::new();
+    let context = context_for(&fleet, Auth::Key, &image, true, json!({}), &reporter);
+    let error = upgrader().upgrade(&context).await.unwrap_err();
+    assert!(error.may_have_flashed(), "{error:?}");
+    let recorded = reporter.flash_boot_ids().pop().unwrap();
+    assert_eq!(recorded.as_deref(), Some(device.boot_id().as_str()));
+
+    let mut context = context;
+    context.connection.known_host_key = reporter.host_keys().pop();
+    context.previous_flash = flashed_with(recorded);
+    // A budget of 0.1 + 5 x 0.1 seconds.
+    let settings = OpenWrtSettings {
+        reconnect_max_retries: 5,
+        ..fast_settings()
+    };
+    let started = std::time::Instant::now();
+    let error = OpenWrtUpgrader::new(settings)
+        .verify(&context)
+        .await
+        .unwrap_err();
+
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(error, UpgradeError::FlashedNotSeenAgain { .. }),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "The flash is still under way after 0.6 seconds (boot id {} unchanged, sysupgrade \
+             still running): could not verify what the device runs.",
+            device.boot_id()
+        )
+    );
+    assert!(reporter.logged("the flash is under way; waiting for it to end (at most 0.6 seconds)"));
+    assert!(reporter.logged("/bin/sh /sbin/sysupgrade -v -c"));
+    assert!(reporter.restarts().is_empty());
+    assert_eq!(flash_commands(device), 1);
+    assert!(device.sysupgrade_running());
+    fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_of_an_unreachable_device_could_not_verify_what_it_runs() {
+    let fleet = fleet_of(gl_mt300n_v2()).await;
+    let image = default_image();
+    let reporter = RecordingReporter::new();
+    let mut context = context_for(&fleet, Auth::Key, &image, true, json!({}), &reporter);
+    context.previous_flash = flashed_with(Some(fleet.device(0).boot_id()));
+    // Nothing listens any more.
+    fleet.shutdown().await;
+    let settings = OpenWrtSettings {
+        reconnect_max_retries: 2,
+        ..fast_settings()
+    };
+
+    let error = OpenWrtUpgrader::new(settings)
+        .verify(&context)
+        .await
+        .unwrap_err();
+
+    assert!(
+        matches!(error, UpgradeError::FlashedNotSeenAgain { .. }),
+        "{error:?}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("could not verify what the device runs"),
+        "{error}"
+    );
+    assert_eq!(
+        reporter
+            .lines()
+            .iter()
+            .filter(|line| line.starts_with("Trying to reconnect"))
+            .count(),
+        2
+    );
+    assert!(reporter.restarts().is_empty());
+}
+
+/// A device whose link trickles: one 32 KiB chunk per 400 ms, about four seconds for the
+/// default image.
+fn trickling() -> DeviceSpec {
+    let mut spec = gl_mt300n_v2();
+    spec.faults.upload_chunk_delay = Some(Duration::from_millis(400));
+    spec
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_past_its_deadline_is_cut_and_lets_go_of_the_image_at_once() {
+    let fleet = fleet_of(trickling()).await;
+    let device = fleet.device(0);
+    let image = default_image();
+    let reporter = RecordingReporter::new();
+    let context = context_for(&fleet, Auth::Key, &image, true, json!({}), &reporter);
+    // 1 s to connect plus the image at 1 MiB/s: about 1.25 s, a third of what the trickle
+    // needs, whose every chunk comes well within the stall timeout.
+    let settings = OpenWrtSettings {
+        min_upload_throughput: 1024 * 1024,
+        ..fast_settings()
+    };
+    let deadline = settings.upload_deadline(image.size);
+    let started = std::time::Instant::now();
+
+    let error = OpenWrtUpgrader::new(settings)
+        .upgrade(&context)
+        .await
+        .unwrap_err();
+
+    let took = started.elapsed();
+    assert!(error.is_recoverable(), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.starts_with("Upload too slow: the upload to /tmp/"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!(
+            "did not finish within its deadline of {} s: ",
+            deadline.as_secs_f64()
+        )),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!(
+            " of {} bytes sent; the connection was closed",
+            image.size
+        )),
+        "{message}"
+    );
+    assert!(
+        message.ends_with("at the minimum upload throughput of 1048576 bytes/s)"),
+        "{message}"
+    );
+    // The blocking transfer ended with the deadline and dropped the image stream before the
+    // upgrade returned.
+    assert_eq!(image.times_dropped(), 1);
+    assert!(took < deadline + Duration::from_secs(1), "took {took:?}");
+    assert_eq!(device.flash_count(), 0);
+    assert!(
+        !device
+            .commands()
+            .iter()
+            .any(|command| command.starts_with("/sbin/sysupgrade"))
+    );
+    fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_upgrade_mid_upload_lets_go_of_the_image_at_once() {
+    let fleet = fleet_of(trickling()).await;
+    let device = fleet.device(0);
+    let image = default_image();
+    let reporter = RecordingReporter::new();
+    let context = context_for(&fleet, Auth::Key, &image, true, json!({}), &reporter);
+    let upgrader = upgrader();
+
+    // The engine drops the upgrade future (its task timeout, or it stops) once the upload is
+    // under way: the blocking thread is reading the image.
+    tokio::select! {
+        outcome = upgrader.upgrade(&context) => panic!("the upload cannot finish yet: {outcome:?}"),
+        read = image.read_at_least(1, Duration::from_secs(10)) => assert!(read),
+    }
+    let dropped_at = std::time::Instant::now();
+
+    // Without the drop guard the thread would go on for the seconds the trickle needs.
+    assert!(
+        image.dropped_at_least(1, Duration::from_secs(1)).await,
+        "the image stream is still held"
+    );
+    assert!(dropped_at.elapsed() < Duration::from_secs(1));
+    assert_eq!(image.times_opened(), 1);
+    assert_eq!(device.flash_count(), 0);
+    fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lease_after_the_flash_stops_the_upgrade_at_once() {
+    let fleet = fleet_of(gl_mt300n_v2()).await;
+    let device = fleet.device(0);
+    let image = default_image();
+    let reporter = RecordingReporter::new();
+    reporter.lose_lease_on(UpgradePhase::WaitingForReboot);
+    let context = context_for(&fleet, Auth::Key, &image, true, json!({}), &reporter);
+
+    let error = upgrader().upgrade(&context).await.unwrap_err();
+
+    assert!(error.is_lease_lost(), "{error:?}");
+    assert!(!error.may_have_flashed());
+    // Nothing after the flash command: no reconnection, no verification.
+    assert!(
+        device
+            .commands()
+            .last()
+            .unwrap()
+            .starts_with("/sbin/sysupgrade -v"),
+        "{:#?}",
+        device.commands()
+    );
+    assert!(!reporter.logged("Trying to reconnect"));
+    fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lease_before_the_flash_sends_nothing_more_not_even_to_restart_services() {
+    // 512 KiB available, about 640 KiB of image: the upgrader stops the services.
+    let mut spec = gl_mt300n_v2();
+    spec.mem_available_kib = 512;
+    let fleet = fleet_of(spec).await;
+    let device = fleet.device(0);
+    let image = ImageFile::write(
+        &TestImage::builder().payload_len(640 * 1024).build(),
+        IMAGE_NAME,
+    );
+    let reporter = RecordingReporter::new();
+    reporter.lose_lease_on(UpgradePhase::Uploading);
+    let context = context_for(&fleet, Auth::Key, &image, true, json!({}), &reporter);
+
+    let error = upgrader().upgrade(&context).await.unwrap_err();
+
+    assert!(error.is_lease_lost(), "{error:?}");
+    let mut expected = first_commands();
+    expected.extend(memory_commands());
+    expected.extend(service_commands("stop"));
+    expected.extend(memory_commands());
+    assert_eq!(device.commands(), expected);
+    assert_eq!(device.stopped_services().len(), 10);
+    assert_eq!(image.times_opened(), 0);
+    assert_eq!(device.flash_count(), 0);
     fleet.shutdown().await;
 }

@@ -249,6 +249,7 @@ async fn an_upgrade_against_a_real_openssh_server_succeeds_end_to_end() {
         image: image.upgrade_image(GL_MT300N_V2_TYPE, true),
         options: UpgradeOptions::default(),
         reporter: Arc::clone(&reporter) as _,
+        previous_flash: None,
     };
 
     let outcome = OpenWrtUpgrader::new(fast_settings())
@@ -289,6 +290,7 @@ async fn an_upgrade_against_a_real_openssh_server_succeeds_end_to_end() {
             "cat /proc/meminfo | grep MemAvailable".to_owned(),
             format!("scp -t '{path}'"),
             format!("/sbin/sysupgrade --test {path}"),
+            "cat /proc/sys/kernel/random/boot_id".to_owned(),
             "rm /etc/openwisp/checksum 2> /dev/null".to_owned(),
             format!("/sbin/sysupgrade -v -c {path}"),
             "cat /etc/openwrt_release".to_owned(),
@@ -319,6 +321,8 @@ async fn an_upgrade_against_a_real_openssh_server_succeeds_end_to_end() {
         format!("{} {}", host_keys[0].algorithm, host_keys[0].key),
         host_key.public_key_openssh.trim()
     );
+    // This device has no /proc/sys/kernel/random/boot_id: no boot id was recorded.
+    assert_eq!(reporter.flash_boot_ids(), [None]);
     let lines = reporter.lines();
     assert!(lines.contains(&"Device identity verified successfully".to_owned()));
     assert!(lines.contains(&"Upgrade completed successfully.".to_owned()));

@@ -36,18 +36,31 @@ pub(crate) enum Event {
     Log(String),
     /// `record_host_key(key)`.
     HostKey(HostKey),
+    /// `begin_flash(boot_id, line)`: the operation entered `Flashing`.
+    BeginFlash {
+        boot_id: Option<String>,
+        line: String,
+    },
+    /// `restart_unflashed(line)`: the operation went back before its flash.
+    RestartUnflashed(String),
 }
 
 /// A reporter that keeps every report in memory. It can be told to behave as if a user
-/// cancelled the operation as the upgrader enters a phase, and to note how many commands a
-/// device had received when `Flashing` was reported.
+/// cancelled the operation as the upgrader enters a phase, or as if another engine claimed the
+/// operation (the lease is lost) at a phase, and to note how many commands a device had
+/// received when `Flashing` was reported. Like the engine's, it lets an operation enter
+/// `Flashing` once, and again only after `restart_unflashed`.
 #[derive(Default)]
 pub(crate) struct RecordingReporter {
     events: Mutex<Vec<Event>>,
     cancel_on: Mutex<Option<UpgradePhase>>,
     cancelled: AtomicBool,
+    lose_lease_on: Mutex<Option<UpgradePhase>>,
+    lease_lost: AtomicBool,
     watched_device: Mutex<Option<SimDevice>>,
     commands_before_flashing: AtomicUsize,
+    /// Whether the operation is at or past `Flashing` (as the engine's guarded write knows).
+    flashing: AtomicBool,
 }
 
 impl RecordingReporter {
@@ -58,6 +71,51 @@ impl RecordingReporter {
     /// Cancels the operation (as a user would) when the upgrader enters `phase`.
     pub(crate) fn cancel_on(&self, phase: UpgradePhase) {
         *self.cancel_on.lock().unwrap() = Some(phase);
+    }
+
+    /// Refuses every report with `LeaseLost` from the moment the upgrader enters `phase`
+    /// (that report included), as the engine's reporter does once another engine claimed the
+    /// operation.
+    pub(crate) fn lose_lease_on(&self, phase: UpgradePhase) {
+        *self.lose_lease_on.lock().unwrap() = Some(phase);
+    }
+
+    /// The operation was found at or past `Flashing` (an earlier attempt persisted it).
+    pub(crate) fn already_flashing(&self) {
+        self.flashing.store(true, Ordering::SeqCst);
+    }
+
+    /// The boot ids `begin_flash` recorded, in order.
+    pub(crate) fn flash_boot_ids(&self) -> Vec<Option<String>> {
+        self.events()
+            .into_iter()
+            .filter_map(|event| match event {
+                Event::BeginFlash { boot_id, .. } => Some(boot_id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The lines `restart_unflashed` was called with.
+    pub(crate) fn restarts(&self) -> Vec<String> {
+        self.events()
+            .into_iter()
+            .filter_map(|event| match event {
+                Event::RestartUnflashed(line) => Some(line),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn refuse_when_lease_lost(&self, phase: Option<UpgradePhase>) -> Result<(), ReportError> {
+        if phase.is_some() && *self.lose_lease_on.lock().unwrap() == phase {
+            self.lease_lost.store(true, Ordering::SeqCst);
+        }
+        if self.lease_lost.load(Ordering::SeqCst) {
+            Err(ReportError::LeaseLost)
+        } else {
+            Ok(())
+        }
     }
 
     /// Notes how many commands `device` had received when `Flashing` gets reported.
@@ -74,24 +132,30 @@ impl RecordingReporter {
         self.events.lock().unwrap().clone()
     }
 
-    /// Every log line, from `log` and from `progress`, in order.
+    /// Every log line, from `log`, `progress`, `begin_flash` and `restart_unflashed`, in
+    /// order.
     pub(crate) fn lines(&self) -> Vec<String> {
         self.events()
             .into_iter()
             .filter_map(|event| match event {
                 Event::Progress { line, .. } => line,
-                Event::Log(line) => Some(line),
+                Event::Log(line)
+                | Event::BeginFlash { line, .. }
+                | Event::RestartUnflashed(line) => Some(line),
                 Event::HostKey(_) => None,
             })
             .collect()
     }
 
-    /// The phases entered, in order.
+    /// The phases entered, in order (`begin_flash` enters `Flashing`, `restart_unflashed` goes
+    /// back to `Queued`).
     pub(crate) fn phases(&self) -> Vec<UpgradePhase> {
         self.events()
             .into_iter()
             .filter_map(|event| match event {
                 Event::Progress { phase, .. } => Some(phase),
+                Event::BeginFlash { .. } => Some(UpgradePhase::Flashing),
+                Event::RestartUnflashed(_) => Some(UpgradePhase::Queued),
                 _ => None,
             })
             .collect()
@@ -121,12 +185,12 @@ impl Reporter for RecordingReporter {
         progress: u8,
         line: Option<&str>,
     ) -> Result<(), ReportError> {
-        if phase == UpgradePhase::Flashing
-            && let Some(device) = self.watched_device.lock().unwrap().as_ref()
-        {
-            self.commands_before_flashing
-                .store(device.commands().len(), Ordering::SeqCst);
-        }
+        assert_ne!(
+            phase,
+            UpgradePhase::Flashing,
+            "`Flashing` is entered through `begin_flash` only"
+        );
+        self.refuse_when_lease_lost(Some(phase))?;
         self.events.lock().unwrap().push(Event::Progress {
             phase,
             progress,
@@ -139,6 +203,7 @@ impl Reporter for RecordingReporter {
     }
 
     async fn log(&self, line: &str) -> Result<(), ReportError> {
+        self.refuse_when_lease_lost(None)?;
         self.events
             .lock()
             .unwrap()
@@ -151,11 +216,56 @@ impl Reporter for RecordingReporter {
     }
 
     async fn record_host_key(&self, host_key: &HostKey) -> Result<(), ReportError> {
+        self.refuse_when_lease_lost(None)?;
         self.events
             .lock()
             .unwrap()
             .push(Event::HostKey(host_key.clone()));
         Ok(())
+    }
+
+    async fn begin_flash(&self, boot_id: Option<&str>, line: &str) -> Result<(), ReportError> {
+        self.refuse_when_lease_lost(Some(UpgradePhase::Flashing))?;
+        if self.flashing.swap(true, Ordering::SeqCst) {
+            return Err(ReportError::Persistence(
+                "the operation is already at or past the flash".into(),
+            ));
+        }
+        if let Some(device) = self.watched_device.lock().unwrap().as_ref() {
+            self.commands_before_flashing
+                .store(device.commands().len(), Ordering::SeqCst);
+        }
+        self.events.lock().unwrap().push(Event::BeginFlash {
+            boot_id: boot_id.map(str::to_owned),
+            line: line.to_owned(),
+        });
+        if *self.cancel_on.lock().unwrap() == Some(UpgradePhase::Flashing) {
+            self.cancelled.store(true, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    async fn restart_unflashed(&self, line: &str) -> Result<(), ReportError> {
+        self.refuse_when_lease_lost(None)?;
+        if !self.flashing.swap(false, Ordering::SeqCst) {
+            return Err(ReportError::Persistence(
+                "the operation is not at or past the flash".into(),
+            ));
+        }
+        self.events
+            .lock()
+            .unwrap()
+            .push(Event::RestartUnflashed(line.to_owned()));
+        Ok(())
+    }
+
+    async fn checkpoint(&self) -> Result<(), ReportError> {
+        self.refuse_when_lease_lost(None)?;
+        if self.cancelled.load(Ordering::SeqCst) {
+            Err(ReportError::Cancelled)
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -167,7 +277,26 @@ pub(crate) struct ImageFile {
     pub(crate) sha256: String,
     /// What the image says about itself.
     pub(crate) metadata: Option<ImageMetadata>,
-    opened: Arc<AtomicUsize>,
+    /// How many streams of the image were opened, and how many of them dropped.
+    streams: Arc<StreamCounts>,
+}
+
+/// Streams of an image opened and dropped, observable from async code.
+pub(crate) struct StreamCounts {
+    opened: tokio::sync::watch::Sender<usize>,
+    /// Bytes read from every stream.
+    read: tokio::sync::watch::Sender<u64>,
+    dropped: tokio::sync::watch::Sender<usize>,
+}
+
+impl Default for StreamCounts {
+    fn default() -> Self {
+        StreamCounts {
+            opened: tokio::sync::watch::Sender::new(0),
+            read: tokio::sync::watch::Sender::new(0),
+            dropped: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 impl ImageFile {
@@ -186,13 +315,36 @@ impl ImageFile {
             size,
             sha256,
             metadata,
-            opened: Arc::new(AtomicUsize::new(0)),
+            streams: Arc::default(),
         }
     }
 
     /// How many times the image was opened.
     pub(crate) fn times_opened(&self) -> usize {
-        self.opened.load(Ordering::SeqCst)
+        *self.streams.opened.borrow()
+    }
+
+    /// How many streams of the image were dropped (the upload let go of them).
+    pub(crate) fn times_dropped(&self) -> usize {
+        *self.streams.dropped.borrow()
+    }
+
+    /// Waits until `bytes` of the image were read (an upload is under way), for at most
+    /// `limit`; whether they were.
+    pub(crate) async fn read_at_least(&self, bytes: u64, limit: Duration) -> bool {
+        let mut read = self.streams.read.subscribe();
+        tokio::time::timeout(limit, read.wait_for(|read| *read >= bytes))
+            .await
+            .is_ok()
+    }
+
+    /// Waits until `count` streams of the image were dropped, for at most `limit`; whether
+    /// they were.
+    pub(crate) async fn dropped_at_least(&self, count: usize, limit: Duration) -> bool {
+        let mut dropped = self.streams.dropped.subscribe();
+        tokio::time::timeout(limit, dropped.wait_for(|dropped| *dropped >= count))
+            .await
+            .is_ok()
     }
 
     /// The image for a context: `image_type` and the metadata the server would have read
@@ -213,7 +365,7 @@ impl ImageFile {
             },
             source: Arc::new(FileSource {
                 path: self.path.clone(),
-                opened: Arc::clone(&self.opened),
+                streams: Arc::clone(&self.streams),
             }),
         }
     }
@@ -221,14 +373,46 @@ impl ImageFile {
 
 struct FileSource {
     path: PathBuf,
-    opened: Arc<AtomicUsize>,
+    streams: Arc<StreamCounts>,
 }
 
 #[async_trait]
 impl ImageSource for FileSource {
     async fn open(&self) -> std::io::Result<Box<dyn AsyncRead + Send + Unpin>> {
-        self.opened.fetch_add(1, Ordering::SeqCst);
-        Ok(Box::new(tokio::fs::File::open(&self.path).await?))
+        let file = tokio::fs::File::open(&self.path).await?;
+        self.streams.opened.send_modify(|opened| *opened += 1);
+        Ok(Box::new(ObservedStream {
+            file,
+            streams: Arc::clone(&self.streams),
+        }))
+    }
+}
+
+/// A stream of the image that counts its own drop (the engine's upload permit goes with it).
+struct ObservedStream {
+    file: tokio::fs::File,
+    streams: Arc<StreamCounts>,
+}
+
+impl AsyncRead for ObservedStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+        buffer: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buffer.filled().len();
+        let poll = std::pin::Pin::new(&mut self.file).poll_read(context, buffer);
+        let read = (buffer.filled().len() - before) as u64;
+        if read > 0 {
+            self.streams.read.send_modify(|total| *total += read);
+        }
+        poll
+    }
+}
+
+impl Drop for ObservedStream {
+    fn drop(&mut self) {
+        self.streams.dropped.send_modify(|dropped| *dropped += 1);
     }
 }
 
@@ -300,6 +484,7 @@ pub(crate) fn devsim_context(
         image,
         options: UpgradeOptions::from_json(options).unwrap(),
         reporter,
+        previous_flash: None,
     }
 }
 
