@@ -233,6 +233,9 @@ pub struct OpenWrtSection {
     /// How long a TCP connection to one address may take (upstream
     /// OPENWISP_SSH_CONNECTION_TIMEOUT).
     pub connect_timeout: HumanDuration,
+    /// The slowest upload accepted, in bytes per second: an upload may take connect_timeout
+    /// plus the image size at this rate in all, then it is cut and retried later.
+    pub min_upload_throughput: u64,
     /// Where the image is uploaded on the device.
     pub remote_upload_dir: String,
     /// The file name the image gets on the device. Default: the image's own file name.
@@ -352,6 +355,7 @@ impl Default for OpenWrtSection {
             upgrade_timeout: settings.upgrade_timeout.into(),
             command_timeout: settings.command_timeout.into(),
             connect_timeout: settings.connect_timeout.into(),
+            min_upload_throughput: settings.min_upload_throughput,
             remote_upload_dir: settings.remote_upload_dir,
             remote_file_name: settings.remote_file_name,
             checksum_file: settings.checksum_file,
@@ -474,6 +478,9 @@ impl Config {
             if value.get().is_zero() {
                 problems.push(format!("engine.{name} must be longer than zero"));
             }
+        }
+        if self.openwrt.min_upload_throughput == 0 {
+            problems.push("openwrt.min_upload_throughput must be at least 1".to_owned());
         }
         if engine.heartbeat.get() >= engine.lease.get() {
             problems.push("engine.heartbeat must be shorter than engine.lease".to_owned());
@@ -617,6 +624,7 @@ impl Config {
             upgrade_timeout: openwrt.upgrade_timeout.get(),
             command_timeout: openwrt.command_timeout.get(),
             connect_timeout: openwrt.connect_timeout.get(),
+            min_upload_throughput: openwrt.min_upload_throughput,
             remote_upload_dir: openwrt.remote_upload_dir,
             remote_file_name: openwrt.remote_file_name,
             checksum_file: openwrt.checksum_file,

@@ -10,6 +10,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -23,48 +24,71 @@ use flashfleet_upgrader::{HostKey, ReportError, Reporter};
 
 use crate::events::{Event, EventBus};
 
-/// The lease an engine holds on one running operation: the fence its writes carry, and whether
-/// it was lost (another engine claimed the operation since).
+/// The lease an engine holds on one running operation: the fence its writes carry, until when
+/// it is surely still held (by this process's monotonic clock), and whether it was lost.
+///
+/// The local deadline is the claim's (or the last renewal's) start plus the lease: it passes
+/// before the database's expiry, which counted from a later instant. Once it passes without a
+/// renewal, the run stops at once (its upgrader's future is dropped, which closes its SSH
+/// connections), so an engine whose heartbeat is late has let go of the device before
+/// another engine can claim the operation.
 #[derive(Debug)]
 pub(crate) struct HeldLease {
-    fence: Mutex<Fence>,
+    pub(crate) fence: Fence,
+    valid_until: Mutex<tokio::time::Instant>,
     lost: AtomicBool,
+    changed: tokio::sync::Notify,
 }
 
 impl HeldLease {
-    pub(crate) fn new(fence: Fence) -> Self {
+    /// A lease claimed with `fence` by a claim that started at `claimed_at`, for `lease`.
+    pub(crate) fn new(fence: Fence, claimed_at: tokio::time::Instant, lease: Duration) -> Self {
         Self {
-            fence: Mutex::new(fence),
+            fence,
+            valid_until: Mutex::new(claimed_at + lease),
             lost: AtomicBool::new(false),
+            changed: tokio::sync::Notify::new(),
         }
-    }
-
-    /// The fence the run's writes carry now.
-    pub(crate) fn fence(&self) -> Fence {
-        self.fence
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Takes over `fence`, of a claim this same engine made again while the run went on (its
-    /// lease had expired, and no other engine claimed the operation in between: the epoch
-    /// moved by this engine's claim only). The run stays the only one, and writes with the new
-    /// fence from now on.
-    pub(crate) fn adopt(&self, fence: Fence) {
-        *self
-            .fence
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = fence;
     }
 
     /// Marks the lease lost: the operation's run writes nothing more and stops at once.
     pub(crate) fn lose(&self) {
         self.lost.store(true, Ordering::SeqCst);
+        self.changed.notify_waiters();
     }
 
     pub(crate) fn is_lost(&self) -> bool {
-        self.lost.load(Ordering::SeqCst)
+        self.lost.load(Ordering::SeqCst) || tokio::time::Instant::now() >= self.valid_until()
+    }
+
+    /// A renewal that started at `renewed_at` extended the lease by `lease`.
+    pub(crate) fn renewed(&self, renewed_at: tokio::time::Instant, lease: Duration) {
+        let mut valid_until = self
+            .valid_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *valid_until = (*valid_until).max(renewed_at + lease);
+    }
+
+    fn valid_until(&self) -> tokio::time::Instant {
+        *self
+            .valid_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Returns once the lease is lost, or its local deadline passed without a renewal.
+    pub(crate) async fn expired(&self) {
+        loop {
+            let changed = self.changed.notified();
+            if self.is_lost() {
+                return;
+            }
+            tokio::select! {
+                () = changed => {}
+                () = tokio::time::sleep_until(self.valid_until()) => {}
+            }
+        }
     }
 }
 
@@ -138,21 +162,15 @@ impl OperationReporter {
     }
 
     /// Persists one write (run detached, with the run's fence), then records and publishes
-    /// the stored operation. A write refused because this engine claimed the operation again
-    /// meanwhile (the fence moved on here) is made again with the new fence.
+    /// the stored operation.
     async fn persist<F, W>(&self, write: W) -> Result<(), ReportError>
     where
-        W: Fn(Fence) -> F,
+        W: FnOnce(Fence) -> F,
         F: Future<Output = Result<Option<UpgradeOperation>, RepoError>> + Send + 'static,
     {
         self.must_stop()?;
-        let mut fence = self.lease.fence();
-        let mut result = detached(write(fence.clone())).await;
-        while matches!(result, Err(RepoError::LeaseLost { .. })) && self.lease.fence() != fence {
-            fence = self.lease.fence();
-            result = detached(write(fence.clone())).await;
-        }
-        match result {
+        let fence = self.lease.fence.clone();
+        match detached(write(fence.clone())).await {
             Ok(Some(operation)) => {
                 if let Ok(mut position) = self.position.lock() {
                     *position = (operation.phase, operation.progress);

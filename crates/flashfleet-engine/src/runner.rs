@@ -1,6 +1,7 @@
 //! Running one claimed operation: from the rows to an [`UpgradeContext`], through the upgrader,
 //! to the operation's final status (or its next attempt).
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -162,7 +163,18 @@ impl Run<'_> {
                 (Utc::now() - started).to_std().unwrap_or_default()
             });
         let remaining = self.shared.config.task_timeout.saturating_sub(elapsed);
-        let result = tokio::time::timeout(remaining, target.upgrader.upgrade(&context)).await;
+        let result = self
+            .while_held(tokio::time::timeout(
+                remaining,
+                target.upgrader.upgrade(&context),
+            ))
+            .await;
+        let Some(result) = result else {
+            // The lease lapsed or was lost: the run stopped at once (its SSH connections
+            // closed with the upgrader's future). Whoever claims the operation next decides
+            // how it ends, by its phase.
+            return Ok(());
+        };
         if self.lease.is_lost() {
             // Another engine owns the operation now: it decides how it ends.
             return Ok(());
@@ -186,6 +198,19 @@ impl Run<'_> {
         };
         self.conclude(result, reporter.phase(), target.connection.id)
             .await
+    }
+
+    /// Runs `work` (an upgrader's future) while this engine surely holds the lease: `None`
+    /// when the lease was lost or lapsed first, in which case `work` is dropped at once (which
+    /// closes its SSH connections; its writes in flight still end, see `detached`).
+    async fn while_held<T>(&self, work: impl Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            result = work => Some(result),
+            () = self.lease.expired() => {
+                tracing::warn!(operation = %self.operation.id, "the lease lapsed or was lost during the upgrade; stopped at once, leaving the operation to its next claim");
+                None
+            }
+        }
     }
 
     /// Decides an operation at or past the flash from what the device runs: the upgrader's
@@ -231,7 +256,12 @@ impl Run<'_> {
         };
         let (context, reporter) = self.context(device, &image, &target, Some(previous_flash));
         let budget = self.shared.config.verification_budget;
-        let result = tokio::time::timeout(budget, target.upgrader.verify(&context)).await;
+        let result = self
+            .while_held(tokio::time::timeout(budget, target.upgrader.verify(&context)))
+            .await;
+        let Some(result) = result else {
+            return Ok(());
+        };
         if self.lease.is_lost() {
             return Ok(());
         }
@@ -342,7 +372,7 @@ impl Run<'_> {
                 let line = format!(
                     "Detected a recoverable failure: {message}.\nThe upgrade operation will be retried soon."
                 );
-                let fence = self.lease.fence();
+                let fence = self.lease.fence.clone();
                 if let Some(stored) = self
                     .repository()
                     .schedule_retry(self.operation.id, &fence, delay, &line)
@@ -364,7 +394,7 @@ impl Run<'_> {
     async fn give_back(&self) -> Result<(), EngineError> {
         if let Err(error) = self
             .repository()
-            .release_lease(self.operation.id, &self.lease.fence())
+            .release_lease(self.operation.id, &self.lease.fence.clone())
             .await
         {
             tracing::warn!(operation = %self.operation.id, %error, "could not release the lease of a stopped operation; it is claimed again once the lease expires");
@@ -455,7 +485,7 @@ impl Run<'_> {
     /// Records progress of the operation (fenced), publishing it.
     async fn record(&self, update: ProgressUpdate) -> Result<(), EngineError> {
         let repository = Arc::clone(self.repository());
-        let (id, fence) = (self.operation.id, self.lease.fence());
+        let (id, fence) = (self.operation.id, self.lease.fence.clone());
         let stored =
             detached(async move { repository.record_progress(id, &fence, &update).await }).await?;
         if let Some(stored) = stored {
@@ -509,7 +539,7 @@ impl Run<'_> {
             installed,
         };
         let repository = Arc::clone(&shared.repository);
-        let (id, fence) = (self.operation.id, self.lease.fence());
+        let (id, fence) = (self.operation.id, self.lease.fence.clone());
         let Some(stored) = detached(async move {
             repository
                 .complete_operation(id, Some(&fence), &completion)

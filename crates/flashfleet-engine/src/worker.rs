@@ -134,9 +134,9 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let config = &self.shared.config;
         let mut running: JoinSet<(OperationId, Result<(), EngineError>)> = JoinSet::new();
-        // Operations this engine claimed again while their task still ran here (see below).
-        let mut reclaimed: std::collections::HashSet<OperationId> =
-            std::collections::HashSet::new();
+        // Operations this engine claimed again while their task still ran here (see below),
+        // with the fence of that claim.
+        let mut reclaimed: HashMap<OperationId, Fence> = HashMap::new();
         // Which operation each task runs, to forget a task that panicked.
         let mut tasks: HashMap<tokio::task::Id, OperationId> = HashMap::new();
         let stopping = || {
@@ -146,6 +146,9 @@ impl Engine {
         };
         loop {
             if !stopping() && running.len() < config.max_in_flight {
+                // Before the claim: the local deadline of each lease passes before the
+                // database's expiry.
+                let claimed_at = tokio::time::Instant::now();
                 let claimed = self
                     .shared
                     .repository
@@ -177,26 +180,19 @@ impl Engine {
                     };
                     let running_here = lock(leases).get(&id).cloned();
                     if let Some(previous) = running_here {
-                        // Its task has not been joined yet: it still runs, and its lease
-                        // expired (a heartbeat came too late, on a loaded machine), or it
-                        // just ended with a retry due at once. Either way a second task would
-                        // run the same upgrade twice at once. No other engine claimed it in
-                        // between (this claim's epoch follows the task's), so the task stays
-                        // the only run and writes with the new fence from now on. The lease is
-                        // given back when the task is joined, so that a retry is claimed
-                        // afresh.
-                        tracing::debug!(operation = %id, "claimed again while its task runs here");
-                        if !previous.is_lost() && fence.epoch == previous.fence().epoch + 1 {
-                            previous.adopt(fence);
-                        } else {
-                            // Another claim came in between: the task's run is stale.
-                            previous.lose();
-                        }
-                        reclaimed.insert(id);
+                        // Its task has not been joined yet: it ended with a retry due at once,
+                        // or it stopped because its lease lapsed (its local deadline passes
+                        // before the database's expiry, so it no longer acts on the device).
+                        // Either way it writes nothing more with its old fence; the new claim
+                        // is given back when the task is joined, so the operation is claimed
+                        // afresh and recovered by its phase, never run twice at once.
+                        tracing::debug!(operation = %id, "claimed again while its task ends here");
+                        previous.lose();
+                        reclaimed.insert(id, fence);
                         continue;
                     }
                     let shared = Arc::clone(&self.shared);
-                    let lease = Arc::new(HeldLease::new(fence));
+                    let lease = Arc::new(HeldLease::new(fence, claimed_at, config.lease));
                     lock(leases).insert(id, Arc::clone(&lease));
                     let task = running
                         .spawn(async move { (id, run_operation(&shared, operation, lease).await) });
@@ -221,9 +217,9 @@ impl Engine {
                         None => continue,
                     };
                     if let Some(id) = tasks.remove(&task) {
-                        let lease = lock(leases).remove(&id);
-                        if let (true, Some(lease)) = (reclaimed.remove(&id), lease) {
-                            self.release_reclaimed(id, &lease.fence()).await;
+                        lock(leases).remove(&id);
+                        if let Some(fence) = reclaimed.remove(&id) {
+                            self.release_reclaimed(id, &fence).await;
                         }
                         match outcome {
                             Ok(Ok(())) => {}
@@ -285,8 +281,9 @@ async fn heartbeat(shared: Arc<Shared>, leases: Leases, stop: CancellationToken)
         }
         let fences: Vec<(OperationId, Fence)> = held
             .iter()
-            .map(|(id, lease)| (*id, lease.fence()))
+            .map(|(id, lease)| (*id, lease.fence.clone()))
             .collect();
+        let renewed_at = tokio::time::Instant::now();
         let renewed = match shared
             .repository
             .renew_leases(&fences, shared.config.lease)
@@ -298,9 +295,10 @@ async fn heartbeat(shared: Arc<Shared>, leases: Leases, stop: CancellationToken)
                 continue;
             }
         };
-        for ((id, lease), (_, fence)) in held.iter().zip(&fences) {
-            // A fence that moved meanwhile was taken over by a new claim of this engine.
-            if !renewed.contains(id) && lease.fence() == *fence && lock(&leases).contains_key(id) {
+        for (id, lease) in &held {
+            if renewed.contains(id) {
+                lease.renewed(renewed_at, shared.config.lease);
+            } else if lock(&leases).contains_key(id) {
                 tracing::debug!(operation = %id, "lease not renewed (lost or ended); this run writes nothing more");
                 lease.lose();
             }

@@ -391,7 +391,10 @@ async fn fencing_leases_use_the_database_clock() {
             "backend: {backend}: {lease:?}"
         );
         // By its own clock the lease expired 30 s ago; by the database's it has 30 s to go.
-        let taken = ahead.claim_operations("engine-ahead", LEASE, 10).await.unwrap();
+        let taken = ahead
+            .claim_operations("engine-ahead", LEASE, 10)
+            .await
+            .unwrap();
         assert!(
             taken.is_empty(),
             "backend: {backend}: a server whose clock is ahead took a live lease: {taken:?}"
@@ -534,10 +537,8 @@ async fn fencing_concurrent_claims_increment_the_epoch_once_each() {
             .map(|joined| joined.expect("a claimer panicked"))
             .collect();
 
-        let mut claimed: Vec<OperationId> = results
-            .iter()
-            .flat_map(|(_, mine)| ids(mine))
-            .collect();
+        let mut claimed: Vec<OperationId> =
+            results.iter().flat_map(|(_, mine)| ids(mine)).collect();
         claimed.sort();
         assert_eq!(
             claimed, operations,
@@ -748,46 +749,73 @@ async fn fencing_begin_flash_racing_a_recovery_claim_flashes_once() {
     }
 }
 
+/// Reveals a bug of `flashfleet-db` on PostgreSQL (not fixed here): a guarded write
+/// (`record_progress`, `begin_flash`, ...) writes back every column it read, the lease's expiry
+/// included, under a condition (status, `modified`, epoch) that a renewal does not change; a
+/// renewal that commits between the write's read and its update is undone, though
+/// `renew_leases` reported it renewed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn scratch_renewal_lost_under_concurrent_progress() {
+#[ignore = "reveals a bug in flashfleet-db on PostgreSQL: a guarded write undoes a concurrent lease renewal"]
+async fn fencing_a_renewal_is_not_undone_by_a_concurrent_write() {
+    const ROUNDS: usize = 50;
     for test_db in TestDb::all().await {
         let db = test_db.db();
         let backend = test_db.backend();
-        let other = Db::connect(&test_db.config()).await.unwrap();
+        let heartbeat = Db::connect(&test_db.config()).await.unwrap();
         let chain = chain(db, "acme").await;
         let device = device(db, chain.organization.id, "ap-1", BOARD).await;
-        let mut lost = 0;
-        for round in 0..100 {
-            let operation = operation(db, &device, &chain.image).await;
-            let id = operation.id;
-            let claimed = db.claim_operations("engine-a", Duration::from_secs(2), 1).await.unwrap();
+        let mut lost = Vec::new();
+        for round in 0..ROUNDS {
+            let id = operation(db, &device, &chain.image).await.id;
+            // A short first lease, so that an undone renewal shows.
+            let claimed = db
+                .claim_operations("engine-a", Duration::from_secs(2), 1)
+                .await
+                .unwrap();
             let a = fence_of(&claimed[0]);
             let writer = {
                 let (db, a) = (db.clone(), a.clone());
                 tokio::spawn(async move {
-                    for step in 0..20u8 {
-                        db.record_progress(id, &a, &progress(UpgradePhase::Connecting, step, "x")).await.unwrap().unwrap();
+                    for step in 0..20 {
+                        db.record_progress(
+                            id,
+                            &a,
+                            &progress(UpgradePhase::Connecting, step, "Connecting"),
+                        )
+                        .await
+                        .unwrap()
+                        .unwrap();
                     }
                 })
             };
-            let renewer = {
-                let (other, a) = (other.clone(), a.clone());
+            let renewal = {
+                let (heartbeat, a) = (heartbeat.clone(), a.clone());
                 tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_micros((round as u64 * 137) % 3000)).await;
-                    other.renew_leases(&[(id, a)], Duration::from_secs(600)).await.unwrap()
+                    let pause = u64::try_from(round * 137 % 3000).unwrap_or_default();
+                    tokio::time::sleep(Duration::from_micros(pause)).await;
+                    heartbeat.renew_leases(&[(id, a)], LEASE).await.unwrap()
                 })
             };
             writer.await.unwrap();
-            let renewed = renewer.await.unwrap();
-            assert_eq!(renewed, [id]);
-            let after = stored(db, id).await;
-            let left = after.lease.unwrap().expires_at - flashfleet_models::time::now();
-            if left < TimeDelta::seconds(100) {
-                lost += 1;
-                eprintln!("backend: {backend}: round {round}: renewal lost, lease ends in {left}");
+            assert_eq!(
+                renewal.await.unwrap(),
+                [id],
+                "backend: {backend}: round {round}"
+            );
+            let lease = stored(db, id).await.lease.unwrap();
+            if !expires_a_lease_from_now(lease.expires_at) {
+                lost.push((round, lease.expires_at - flashfleet_models::time::now()));
             }
-            db.complete_operation(id, None, &completion(UpgradeStatus::Failed, false)).await.unwrap().unwrap();
+            db.complete_operation(id, None, &completion(UpgradeStatus::Failed, false))
+                .await
+                .unwrap()
+                .unwrap();
         }
-        eprintln!("backend: {backend}: lost {lost} of 100");
+        assert!(
+            lost.is_empty(),
+            "backend: {backend}: {} of {ROUNDS} renewals reported done were undone (round, \
+             time left of the lease): {lost:?}",
+            lost.len()
+        );
     }
 }

@@ -21,7 +21,10 @@ fn fences(claimed: &[flashfleet_models::UpgradeOperation]) -> Vec<(OperationId, 
     claimed
         .iter()
         .map(|operation| {
-            let lease = operation.lease.as_ref().expect("a claimed operation has a lease");
+            let lease = operation
+                .lease
+                .as_ref()
+                .expect("a claimed operation has a lease");
             (operation.id, lease.fence())
         })
         .collect()
@@ -95,10 +98,7 @@ async fn claimed_operations_carry_a_lease_and_are_not_claimed_again_until_it_exp
             test_db.backend()
         );
         assert!(
-            db.renew_leases(&held, minutes(1))
-                .await
-                .unwrap()
-                .is_empty(),
+            db.renew_leases(&held, minutes(1)).await.unwrap().is_empty(),
             "backend: {}: a lost lease cannot be renewed by its former holder",
             test_db.backend()
         );
@@ -222,11 +222,7 @@ async fn a_released_lease_makes_the_operation_claimable_and_finishing_clears_the
             "backend: {}",
             test_db.backend()
         );
-        let released = db
-            .operation(&Scope::All, queued.id)
-            .await
-            .unwrap()
-            .unwrap();
+        let released = db.operation(&Scope::All, queued.id).await.unwrap().unwrap();
         assert_eq!(released.lease, None, "backend: {}", test_db.backend());
         let claimed = db
             .claim_operations("engine-b", minutes(1), 1)
@@ -295,10 +291,7 @@ async fn two_engines_claiming_at_once_never_claim_one_operation_twice() {
                 let mut mine = Vec::new();
                 // Small batches, so both engines keep claiming while the other does.
                 loop {
-                    let claimed = handle
-                        .claim_operations(name, minutes(1), 3)
-                        .await
-                        .unwrap();
+                    let claimed = handle.claim_operations(name, minutes(1), 3).await.unwrap();
                     if claimed.is_empty() {
                         break mine;
                     }

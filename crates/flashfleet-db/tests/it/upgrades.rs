@@ -173,9 +173,9 @@ async fn a_device_has_at_most_one_unfinished_operation() {
             None,
             &completion(UpgradeStatus::Failed, false, None),
         )
-            .await
-            .unwrap()
-            .unwrap();
+        .await
+        .unwrap()
+        .unwrap();
         assert_eq!(
             db.unfinished_operation(device.id).await.unwrap(),
             None,
@@ -757,7 +757,10 @@ async fn cancelling_once_the_flash_may_have_started_is_refused() {
         );
         // Upstream's rule is the progress threshold: 65 refuses even before the flash phase.
         let at_threshold = operation(db, &threshold_device, &chain.image).await;
-        let fence = db.claim_for_test(at_threshold.id, "engine-a").await.unwrap();
+        let fence = db
+            .claim_for_test(at_threshold.id, "engine-a")
+            .await
+            .unwrap();
         db.record_progress(
             at_threshold.id,
             &fence,
@@ -867,9 +870,7 @@ async fn a_stale_worker_cannot_resurrect_a_cancelled_operation() {
             "backend: {}: {progressed:?}",
             test_db.backend()
         );
-        let flashed = db
-            .begin_flash(operation.id, &fence, None, "Flashing")
-            .await;
+        let flashed = db.begin_flash(operation.id, &fence, None, "Flashing").await;
         assert!(
             matches!(flashed, Err(RepoError::LeaseLost { .. })),
             "backend: {}: {flashed:?}",

@@ -429,7 +429,8 @@ async fn a_stopping_engine_leaves_its_operations_at_their_last_persisted_step() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_engine_that_claims_back_its_own_running_upgrade_does_not_run_it_twice() {
+async fn an_engine_whose_heartbeat_comes_late_stops_its_run_and_never_runs_an_upgrade_twice_at_once()
+{
     for test_db in TestDb::all().await {
         let db = test_db.db();
         let fixture = fixture(db).await;
@@ -443,15 +444,19 @@ async fn an_engine_that_claims_back_its_own_running_upgrade_does_not_run_it_twic
             SCRIPTED,
             Arc::clone(&slow) as Arc<dyn flashfleet_upgrader::Upgrader>,
         );
-        // A heartbeat far slower than the lease, as on a machine too loaded to renew in time:
-        // the lease expires while the upgrade runs, and the engine's next poll claims it again.
+        // As on a machine too loaded to renew in time: the heartbeat's renewals take longer
+        // than the lease, so the lease lapses in the middle of the upload.
+        let late_db = db.clone().with_own_faults();
+        late_db
+            .faults()
+            .delay_renewals(Some(Duration::from_millis(1500)));
         let config = flashfleet_engine::EngineConfig {
-            lease: Duration::from_millis(200),
-            heartbeat: Duration::from_secs(60),
+            lease: Duration::from_secs(1),
+            heartbeat: Duration::from_millis(200),
             ..fast_config("engine-late")
         };
         let late = Engine::new(
-            Arc::new(db.clone()),
+            Arc::new(late_db.clone()),
             upgraders,
             Arc::new(EmptyFiles),
             EventBus::default(),
@@ -464,6 +469,16 @@ async fn an_engine_that_claims_back_its_own_running_upgrade_does_not_run_it_twic
             let shutdown = shutdown.clone();
             async move { engine.run(shutdown).await }
         });
+        // The first run stops when its lease lapses; the engine claims the operation again
+        // once the database lets it and starts it over. Then the heartbeat recovers.
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while slow.upgrades_of(operation.device_id) < 2 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the upgrade is started over after its lease lapsed");
+        late_db.faults().delay_renewals(None);
         tokio::time::timeout(Duration::from_secs(60), async {
             loop {
                 match events.recv().await.unwrap() {
@@ -482,10 +497,21 @@ async fn an_engine_that_claims_back_its_own_running_upgrade_does_not_run_it_twic
             .unwrap()
             .unwrap();
         assert_eq!(
-            (finished.status, slow.upgrades_of(finished.device_id)),
-            (UpgradeStatus::Success, 1),
-            "one run of the upgrade, backend: {}",
-            test_db.backend()
+            (
+                finished.status,
+                slow.most_at_once(),
+                slow.flashes_of(finished.device_id),
+                finished.flash_attempts
+            ),
+            (UpgradeStatus::Success, 1, 1, 1),
+            "never two runs at once, one flash; backend: {}: {}",
+            test_db.backend(),
+            finished.log
+        );
+        assert!(
+            finished.log.contains("before the flash; starting again"),
+            "{}",
+            finished.log
         );
     }
 }

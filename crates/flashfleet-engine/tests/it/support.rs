@@ -105,15 +105,12 @@ impl Upgrader for ScriptedUpgrader {
             };
             concurrent.1 = concurrent.1.max(now);
         }
-        let result = self.scripted_upgrade(context).await;
-        *self
-            .concurrent
-            .lock()
-            .expect("an unpoisoned lock")
-            .0
-            .entry(device)
-            .or_default() -= 1;
-        result
+        // Counts the run out however it ends, also when the engine drops it.
+        let _running = Running {
+            upgrader: self,
+            device,
+        };
+        self.scripted_upgrade(context).await
     }
 
     async fn verify(&self, context: &UpgradeContext) -> Result<UpgradeOutcome, UpgradeError> {
@@ -205,6 +202,20 @@ impl ScriptedUpgrader {
         }
     }
 
+}
+
+/// One run of the scripted upgrader, counted out when dropped.
+struct Running<'a> {
+    upgrader: &'a ScriptedUpgrader,
+    device: DeviceId,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut concurrent) = self.upgrader.concurrent.lock() {
+            *concurrent.0.entry(self.device).or_default() -= 1;
+        }
+    }
 }
 
 /// Firmware files that are all empty.
