@@ -806,7 +806,7 @@ impl UpgradeRepository for Db {
 
 impl Db {
     /// Reads operation `id`, asks `decide` what to do with it, and writes the result only if the
-    /// row has not changed since it was read (same status, `modified` and lease epoch);
+    /// row has not changed since it was read (same status, `modified`, lease epoch and expiry);
     /// re-reads and decides again when it has. With `fence`, refuses with
     /// [`RepoError::LeaseLost`] unless the operation is held with it: the epoch in the
     /// update's condition makes this a fenced write even against a claim committed between the
@@ -839,7 +839,20 @@ impl Db {
                 let read_modified = row.modified;
                 let read_status = row.status.clone();
                 let read_epoch = row.lease_epoch;
+                let read_expiry = row.lease_expires_at;
                 let operation = row.into_model()?;
+                if let Some(fence) = fence
+                    && operation.status.is_final()
+                {
+                    // Ended (cancelled by a user, finished): say so, rather than that the
+                    // lease, which ending the operation released, is gone.
+                    return Err(DbError::Domain(RepoError::Transition(
+                        flashfleet_models::TransitionError {
+                            from: operation.status.to_string(),
+                            to: format!("a write of {fence}"),
+                        },
+                    )));
+                }
                 if let Some(fence) = fence
                     && !fence.holds(operation.lease.as_ref())
                 {
@@ -858,17 +871,31 @@ impl Db {
                     OperationChange::Write(changed) => *changed,
                 };
                 changed.modified = naive(self.now()).max(read_modified);
-                let stored = diesel::update(
-                    upgrade_operations::table
-                        .find(&id)
-                        .filter(upgrade_operations::status.eq(&read_status))
-                        .filter(upgrade_operations::modified.eq(read_modified))
-                        .filter(upgrade_operations::lease_epoch.eq(read_epoch)),
-                )
-                .set(&changed)
-                .returning(OperationRow::as_returning())
-                .get_result(connection)
-                .await
+                // The row as read: status, `modified`, lease epoch and lease expiry (a
+                // renewal committed since, on PostgreSQL, is not undone: decide again).
+                let unchanged = upgrade_operations::table
+                    .find(&id)
+                    .filter(upgrade_operations::status.eq(&read_status))
+                    .filter(upgrade_operations::modified.eq(read_modified))
+                    .filter(upgrade_operations::lease_epoch.eq(read_epoch));
+                let stored = match read_expiry {
+                    Some(expiry) => {
+                        diesel::update(
+                            unchanged.filter(upgrade_operations::lease_expires_at.eq(expiry)),
+                        )
+                        .set(&changed)
+                        .returning(OperationRow::as_returning())
+                        .get_result(connection)
+                        .await
+                    }
+                    None => {
+                        diesel::update(unchanged.filter(upgrade_operations::lease_expires_at.is_null()))
+                            .set(&changed)
+                            .returning(OperationRow::as_returning())
+                            .get_result(connection)
+                            .await
+                    }
+                }
                 .optional()?;
                 let Some(stored) = stored else {
                     // Another writer changed the row after it was read: decide again.

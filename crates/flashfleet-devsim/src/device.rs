@@ -112,6 +112,12 @@ impl SimDevice {
             .map(|upload| upload.file.clone())
     }
 
+    /// The most uploads (SCP or `cat >`) the device received at once since it started: more
+    /// than one means two clients wrote images to it at the same time.
+    pub fn most_uploads_at_once(&self) -> u32 {
+        self.shared.lock().most_uploads_at_once
+    }
+
     /// The services stopped through `/etc/init.d/<name> stop` and not started again, in the
     /// order they were stopped.
     pub fn stopped_services(&self) -> Vec<String> {
@@ -275,6 +281,9 @@ pub(crate) struct DeviceState {
     /// Small text files written by commands or uploads, by absolute path.
     pub(crate) files: BTreeMap<String, String>,
     pub(crate) uploads: BTreeMap<String, StoredUpload>,
+    /// Uploads receiving right now, and the most ever received at once.
+    uploads_in_flight: u32,
+    most_uploads_at_once: u32,
     pub(crate) stopped_services: Vec<String>,
     pub(crate) wifi_down: bool,
     pub(crate) flash_count: u32,
@@ -322,6 +331,8 @@ impl DeviceState {
             faults: spec.faults,
             files,
             uploads: BTreeMap::new(),
+            uploads_in_flight: 0,
+            most_uploads_at_once: 0,
             stopped_services: Vec::new(),
             wifi_down: false,
             flash_count: 0,
@@ -557,6 +568,8 @@ impl DeviceState {
     pub(crate) fn begin_upload(&mut self, path: &str) {
         self.files.remove(path);
         self.uploads.remove(path);
+        self.uploads_in_flight += 1;
+        self.most_uploads_at_once = self.most_uploads_at_once.max(self.uploads_in_flight);
     }
 
     pub(crate) fn store_upload(
@@ -565,6 +578,7 @@ impl DeviceState {
         upload: StoredUpload,
         text: Option<String>,
     ) {
+        self.uploads_in_flight = self.uploads_in_flight.saturating_sub(1);
         self.files.remove(&path);
         if let Some(text) = text {
             self.files.insert(path.clone(), text);

@@ -259,9 +259,10 @@ pub enum RepoError {
     /// The data breaks a validation rule.
     #[error(transparent)]
     Invalid(#[from] ValidationErrors),
-    /// An engine's write for an operation it no longer holds: another engine claimed the
-    /// operation since (its lease epoch moved on), or the operation ended. The writer must stop
-    /// at once and send nothing more to the device.
+    /// An engine's write for an operation it no longer holds: another engine (or this one
+    /// again) claimed the operation since, so its lease epoch moved on. The writer must stop at
+    /// once and send nothing more to the device. (A write for an operation that ended is a
+    /// [`RepoError::Transition`] instead, so that a cancelled upgrade learns it was cancelled.)
     #[error("the lease of operation {operation} is no longer held by {fence}")]
     LeaseLost {
         /// The operation, as text.

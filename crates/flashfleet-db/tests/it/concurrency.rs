@@ -402,8 +402,9 @@ async fn a_cancel_racing_the_flash_never_leaves_a_cancelled_operation_past_the_f
                 .unwrap()
                 .unwrap();
             match (&cancelled, &flashed) {
-                // Cancelling ended the engine's lease: its flash is refused as a lost lease.
-                (Ok(Some(_)), Err(RepoError::LeaseLost { .. })) => {
+                // Cancelled first: the engine's flash is refused as a transition out of
+                // `cancelled`.
+                (Ok(Some(_)), Err(RepoError::Transition(_))) => {
                     assert_eq!(
                         stored.status,
                         UpgradeStatus::Cancelled,

@@ -755,7 +755,6 @@ async fn fencing_begin_flash_racing_a_recovery_claim_flashes_once() {
 /// renewal that commits between the write's read and its update is undone, though
 /// `renew_leases` reported it renewed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "reveals a bug in flashfleet-db on PostgreSQL: a guarded write undoes a concurrent lease renewal"]
 async fn fencing_a_renewal_is_not_undone_by_a_concurrent_write() {
     const ROUNDS: usize = 50;
     for test_db in TestDb::all().await {

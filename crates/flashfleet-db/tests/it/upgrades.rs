@@ -420,7 +420,8 @@ async fn progress_on_a_finished_operation_is_refused() {
             .unwrap()
             .unwrap();
 
-        // Ending the operation cleared its lease: the engine that held it writes nothing more.
+        // The engine that held it writes nothing more: its writes are refused as transitions
+        // out of a final status.
         let refused = db
             .record_progress(
                 operation.id,
@@ -429,7 +430,7 @@ async fn progress_on_a_finished_operation_is_refused() {
             )
             .await;
         assert!(
-            matches!(refused, Err(RepoError::LeaseLost { .. })),
+            matches!(refused, Err(RepoError::Transition(_))),
             "backend: {}: {refused:?}",
             test_db.backend()
         );
@@ -856,8 +857,8 @@ async fn a_stale_worker_cannot_resurrect_a_cancelled_operation() {
             test_db.backend()
         );
 
-        // The worker has not noticed yet and reports its next steps: its fence no longer
-        // holds the operation, so every write is refused as a lost lease.
+        // The worker has not noticed yet and reports its next steps: every write is refused as
+        // a transition out of `cancelled` (the worker then learns it was cancelled).
         let progressed = db
             .record_progress(
                 operation.id,
@@ -866,13 +867,13 @@ async fn a_stale_worker_cannot_resurrect_a_cancelled_operation() {
             )
             .await;
         assert!(
-            matches!(progressed, Err(RepoError::LeaseLost { .. })),
+            matches!(progressed, Err(RepoError::Transition(_))),
             "backend: {}: {progressed:?}",
             test_db.backend()
         );
         let flashed = db.begin_flash(operation.id, &fence, None, "Flashing").await;
         assert!(
-            matches!(flashed, Err(RepoError::LeaseLost { .. })),
+            matches!(flashed, Err(RepoError::Transition(_))),
             "backend: {}: {flashed:?}",
             test_db.backend()
         );
@@ -884,7 +885,7 @@ async fn a_stale_worker_cannot_resurrect_a_cancelled_operation() {
             )
             .await;
         assert!(
-            matches!(completed, Err(RepoError::LeaseLost { .. })),
+            matches!(completed, Err(RepoError::Transition(_))),
             "backend: {}: {completed:?}",
             test_db.backend()
         );
@@ -897,7 +898,7 @@ async fn a_stale_worker_cannot_resurrect_a_cancelled_operation() {
             )
             .await;
         assert!(
-            matches!(retried, Err(RepoError::LeaseLost { .. })),
+            matches!(retried, Err(RepoError::Transition(_))),
             "backend: {}: {retried:?}",
             test_db.backend()
         );
