@@ -99,6 +99,21 @@ async fn crash_after(phase: UpgradePhase) {
             (world.new_image.id, runs_the_image),
             "{context}"
         );
+        // How the second engine took the operation over, by the step the first one reached.
+        let expected_recovery = match phase {
+            UpgradePhase::Queued | UpgradePhase::Done => None,
+            UpgradePhase::Flashing => Some("The flash command never reached the device"),
+            phase if phase.is_past_flash() => Some("after the flash command; checking what the device runs now"),
+            _ => Some("before the flash; starting again"),
+        };
+        if let Some(line) = expected_recovery {
+            assert!(stored.log.contains(line), "{context}");
+        }
+        assert_eq!(
+            stored.flash_attempts,
+            if phase == UpgradePhase::Flashing { 2 } else { 1 },
+            "{context}"
+        );
         // And here the device is healthy: every crash point ends with one flash and success.
         assert_eq!(
             (stored.status, device.flash_count()),

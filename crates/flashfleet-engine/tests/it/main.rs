@@ -2,6 +2,7 @@
 
 mod crash_points;
 mod devsim;
+mod facts;
 mod hooks;
 mod mass;
 mod running;

@@ -46,7 +46,7 @@ impl World {
     pub(crate) async fn start(
         db: &Db,
         devices: usize,
-        image_bytes: usize,
+        image_bytes: u64,
         reboot: RebootTiming,
         spec: impl Fn(&mut DeviceSpec),
     ) -> World {
