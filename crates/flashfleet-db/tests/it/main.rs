@@ -9,6 +9,7 @@ mod concurrency;
 mod devices;
 mod directory;
 mod fencing;
+mod model;
 mod firmware;
 mod ordering;
 mod queue;
