@@ -439,10 +439,11 @@ struct NowRow {
 impl DatabaseClock for AsyncPgConnection {
     async fn database_now(&mut self) -> Result<chrono::NaiveDateTime, DbError> {
         use diesel_async::RunQueryDsl;
-        let row: NowRow =
-            diesel::sql_query("SELECT CAST(timezone('UTC', clock_timestamp()) AS TIMESTAMP) AS now")
-                .get_result(self)
-                .await?;
+        let row: NowRow = diesel::sql_query(
+            "SELECT CAST(timezone('UTC', clock_timestamp()) AS TIMESTAMP) AS now",
+        )
+        .get_result(self)
+        .await?;
         Ok(row.now)
     }
 }

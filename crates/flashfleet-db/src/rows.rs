@@ -720,14 +720,14 @@ impl OperationRow {
                 (Some(owner), Some(expires_at)) => Some(Lease {
                     owner,
                     expires_at: utc(expires_at),
-                    epoch: u64::try_from(self.lease_epoch)
-                        .map_err(|_| DbError::Corrupt(format!("lease epoch {}", self.lease_epoch)))?,
+                    epoch: u64::try_from(self.lease_epoch).map_err(|_| {
+                        DbError::Corrupt(format!("lease epoch {}", self.lease_epoch))
+                    })?,
                 }),
                 _ => None,
             },
-            flash_attempts: u32::try_from(self.flash_attempts).map_err(|_| {
-                DbError::Corrupt(format!("flash attempts {}", self.flash_attempts))
-            })?,
+            flash_attempts: u32::try_from(self.flash_attempts)
+                .map_err(|_| DbError::Corrupt(format!("flash attempts {}", self.flash_attempts)))?,
             flash_boot_id: self.flash_boot_id,
             details: parse_details(&self.details)?,
             created: utc(self.created),

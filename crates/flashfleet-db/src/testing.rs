@@ -267,10 +267,7 @@ impl Faults {
     pub async fn halted(&self) {
         loop {
             let notified = self.halted.notified();
-            if self
-                .halted_once
-                .load(std::sync::atomic::Ordering::SeqCst)
-            {
+            if self.halted_once.load(std::sync::atomic::Ordering::SeqCst) {
                 return;
             }
             notified.await;

@@ -17,8 +17,8 @@ use flashfleet_models::repository::{
 };
 use flashfleet_models::upgrade_operation::{CANCELLED_BY_USER, append_log, check_cancel};
 use flashfleet_models::{
-    BatchCounters, BatchId, Fence, BatchOrder, BatchStatus, BatchUpgradeOperation, Build, DeviceFirmware,
-    DeviceGroupId, DeviceId, OperationId, OperationOrder, OrganizationId, Page, PageRequest,
+    BatchCounters, BatchId, BatchOrder, BatchStatus, BatchUpgradeOperation, Build, DeviceFirmware,
+    DeviceGroupId, DeviceId, Fence, OperationId, OperationOrder, OrganizationId, Page, PageRequest,
     RepoError, RepoResult, Scope, UpgradeOperation, UpgradePhase, UpgradeStatus, time,
 };
 
@@ -455,8 +455,7 @@ impl UpgradeRepository for Db {
                 // Finished operations (for example cancelled ones) take no more progress.
                 return refuse_transition(operation.status.as_str(), update.phase.as_str());
             }
-            if update.phase == UpgradePhase::Flashing && operation.phase < UpgradePhase::Flashing
-            {
+            if update.phase == UpgradePhase::Flashing && operation.phase < UpgradePhase::Flashing {
                 // Entering the flash is the guarded write of `begin_flash`, never progress.
                 return refuse_transition(operation.phase.as_str(), update.phase.as_str());
             }
@@ -517,10 +516,7 @@ impl UpgradeRepository for Db {
     ) -> RepoResult<Option<UpgradeOperation>> {
         self.change_operation(id, Some(fence), false, false, |operation, _| {
             if operation.status.is_final() || !operation.phase.is_past_flash() {
-                return refuse_transition(
-                    operation.phase.as_str(),
-                    UpgradePhase::Queued.as_str(),
-                );
+                return refuse_transition(operation.phase.as_str(), UpgradePhase::Queued.as_str());
             }
             let mut changed = operation.clone();
             changed.phase = UpgradePhase::Queued;
@@ -588,10 +584,7 @@ impl UpgradeRepository for Db {
         let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::TimeDelta::MAX);
         self.change_operation(id, Some(fence), false, true, |operation, database_now| {
             if operation.status.is_final() {
-                return refuse_transition(
-                    operation.status.as_str(),
-                    UpgradePhase::Queued.as_str(),
-                );
+                return refuse_transition(operation.status.as_str(), UpgradePhase::Queued.as_str());
             }
             if let Err(error) = operation.phase.advance(UpgradePhase::Queued) {
                 return OperationChange::Refuse(error.into());
@@ -889,11 +882,13 @@ impl Db {
                         .await
                     }
                     None => {
-                        diesel::update(unchanged.filter(upgrade_operations::lease_expires_at.is_null()))
-                            .set(&changed)
-                            .returning(OperationRow::as_returning())
-                            .get_result(connection)
-                            .await
+                        diesel::update(
+                            unchanged.filter(upgrade_operations::lease_expires_at.is_null()),
+                        )
+                        .set(&changed)
+                        .returning(OperationRow::as_returning())
+                        .get_result(connection)
+                        .await
                     }
                 }
                 .optional()?;

@@ -100,7 +100,9 @@ pub(crate) async fn detached<T: Send + 'static>(
 ) -> T {
     match tokio::spawn(future).await {
         Ok(value) => value,
-        Err(join_error) if join_error.is_panic() => std::panic::resume_unwind(join_error.into_panic()),
+        Err(join_error) if join_error.is_panic() => {
+            std::panic::resume_unwind(join_error.into_panic())
+        }
         // Tasks are never aborted; only a runtime shutting down cancels one, and then nothing
         // waits for this value any more.
         Err(join_error) => panic!("a repository task was cancelled: {join_error}"),

@@ -109,7 +109,11 @@ impl Run<'_> {
 
     async fn run(&self) -> Result<(), EngineError> {
         let operation = self.operation;
-        let Some(device) = self.repository().device(&Scope::All, operation.device_id).await? else {
+        let Some(device) = self
+            .repository()
+            .device(&Scope::All, operation.device_id)
+            .await?
+        else {
             // Deleting a device deletes its operations: nothing is left to do.
             return Ok(());
         };
@@ -217,7 +221,11 @@ impl Run<'_> {
     /// `verify` (which flashes again only when the device proves the first flash never
     /// reached it), within the verification budget. Only when that is impossible (no usable
     /// connection, the budget spent) does it end `failed`, not installed, saying so.
-    async fn verify_after_flash(&self, device: &Device, recovered: bool) -> Result<(), EngineError> {
+    async fn verify_after_flash(
+        &self,
+        device: &Device,
+        recovered: bool,
+    ) -> Result<(), EngineError> {
         let Some(operation) = self
             .repository()
             .operation(&Scope::All, self.operation.id)
@@ -241,13 +249,17 @@ impl Run<'_> {
         }
         let Some(image) = self.image().await? else {
             let line = format!("{COULD_NOT_VERIFY}: the image of this upgrade has been deleted.");
-            return self.finish(UpgradeStatus::Failed, capitalized(&line), false).await;
+            return self
+                .finish(UpgradeStatus::Failed, capitalized(&line), false)
+                .await;
         };
         let target = match self.target(device).await? {
             Ok(target) => target,
             Err(reason) => {
                 let line = format!("{COULD_NOT_VERIFY}: {reason}");
-                return self.finish(UpgradeStatus::Failed, capitalized(&line), false).await;
+                return self
+                    .finish(UpgradeStatus::Failed, capitalized(&line), false)
+                    .await;
             }
         };
         let previous_flash = FlashRecord {
@@ -257,7 +269,10 @@ impl Run<'_> {
         let (context, reporter) = self.context(device, &image, &target, Some(previous_flash));
         let budget = self.shared.config.verification_budget;
         let result = self
-            .while_held(tokio::time::timeout(budget, target.upgrader.verify(&context)))
+            .while_held(tokio::time::timeout(
+                budget,
+                target.upgrader.verify(&context),
+            ))
             .await;
         let Some(result) = result else {
             return Ok(());
@@ -273,7 +288,9 @@ impl Run<'_> {
                 "{COULD_NOT_VERIFY} within the verification budget of {} s; the image is not recorded as installed.",
                 budget.as_secs()
             );
-            return self.finish(UpgradeStatus::Failed, capitalized(&line), false).await;
+            return self
+                .finish(UpgradeStatus::Failed, capitalized(&line), false)
+                .await;
         };
         self.conclude(result, reporter.phase(), target.connection.id)
             .await
@@ -356,9 +373,9 @@ impl Run<'_> {
             self.retry_or_fail(message).await
         };
         match outcome {
-            Err(EngineError::Repository(RepoError::LeaseLost { .. } | RepoError::Transition(_))) => {
-                Ok(())
-            }
+            Err(EngineError::Repository(
+                RepoError::LeaseLost { .. } | RepoError::Transition(_),
+            )) => Ok(()),
             other => other,
         }
     }
@@ -378,7 +395,9 @@ impl Run<'_> {
                     .schedule_retry(self.operation.id, &fence, delay, &line)
                     .await?
                 {
-                    self.shared.events.publish(Event::Operation(Box::new(stored)));
+                    self.shared
+                        .events
+                        .publish(Event::Operation(Box::new(stored)));
                 }
                 Ok(())
             }
@@ -471,7 +490,11 @@ impl Run<'_> {
                 port: target.credentials.port,
                 username: target.credentials.username.clone(),
                 secret: target.credentials.secret.clone(),
-                known_host_key: target.connection.host_key.as_deref().and_then(parse_host_key),
+                known_host_key: target
+                    .connection
+                    .host_key
+                    .as_deref()
+                    .and_then(parse_host_key),
             },
             image: upgrade_image(self.shared, image),
             options: self.operation.upgrade_options.clone(),
@@ -489,7 +512,9 @@ impl Run<'_> {
         let stored =
             detached(async move { repository.record_progress(id, &fence, &update).await }).await?;
         if let Some(stored) = stored {
-            self.shared.events.publish(Event::Operation(Box::new(stored)));
+            self.shared
+                .events
+                .publish(Event::Operation(Box::new(stored)));
         }
         Ok(())
     }
@@ -552,7 +577,8 @@ impl Run<'_> {
         let batch_id = stored.batch_id;
         shared.events.publish(Event::Operation(Box::new(stored)));
         if let Some(batch_id) = batch_id
-            && let Some((batch, counters)) = shared.repository.refresh_batch_status(batch_id).await?
+            && let Some((batch, counters)) =
+                shared.repository.refresh_batch_status(batch_id).await?
         {
             shared.events.publish(Event::Batch {
                 batch: Box::new(batch),

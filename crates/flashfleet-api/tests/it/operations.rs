@@ -1,9 +1,7 @@
 //! Upgrade operations, a device's firmware, and cancelling.
 
 use actix_web::http::{Method, StatusCode};
-use flashfleet_models::repository::{
-    DeviceRepository, FirmwareRepository, UpgradeRepository,
-};
+use flashfleet_models::repository::{DeviceRepository, FirmwareRepository, UpgradeRepository};
 use flashfleet_models::{NewBuild, OperationId};
 use serde_json::{Value, json};
 

@@ -76,7 +76,8 @@ fn lease_lost<T>(result: &RepoResult<T>, fence: &Fence) -> bool {
 
 /// Whether `expires_at` is `LEASE` from now, give or take `SLACK`.
 fn expires_a_lease_from_now(expires_at: DateTime<Utc>) -> bool {
-    let expected = flashfleet_models::time::now() + TimeDelta::from_std(LEASE).unwrap();
+    let expected =
+        flashfleet_models::time::now() + TimeDelta::from_std(LEASE).expect("a test step");
     (expires_at - expected).abs() <= SLACK
 }
 
@@ -93,10 +94,13 @@ async fn fencing_a_stale_holder_cannot_write_after_another_claim() {
             &operation,
         )
         .await
-        .unwrap();
+        .expect("a test step");
         let id = operation.id;
 
-        let claimed = db.claim_operations("engine-a", LEASE, 10).await.unwrap();
+        let claimed = db
+            .claim_operations("engine-a", LEASE, 10)
+            .await
+            .expect("a test step");
         assert_eq!(ids(&claimed), [id], "backend: {backend}");
         let a = fence_of(&claimed[0]);
         assert_eq!(
@@ -113,12 +117,15 @@ async fn fencing_a_stale_holder_cannot_write_after_another_claim() {
             &progress(UpgradePhase::TestingImage, 60, "Testing the image"),
         )
         .await
-        .unwrap()
-        .unwrap();
+        .expect("a test step")
+        .expect("a test step");
 
         // engine-a stops renewing (stalled, not dead); engine-b recovers the operation.
-        db.expire_lease(id).await.unwrap();
-        let claimed = db.claim_operations("engine-b", LEASE, 10).await.unwrap();
+        db.expire_lease(id).await.expect("a test step");
+        let claimed = db
+            .claim_operations("engine-b", LEASE, 10)
+            .await
+            .expect("a test step");
         assert_eq!(ids(&claimed), [id], "backend: {backend}");
         let b = fence_of(&claimed[0]);
         assert_eq!(
@@ -132,8 +139,8 @@ async fn fencing_a_stale_holder_cannot_write_after_another_claim() {
         let flashed = db
             .begin_flash(id, &b, Some("boot-b"), "Flashing (engine-b)")
             .await
-            .unwrap()
-            .unwrap();
+            .expect("a test step")
+            .expect("a test step");
         assert_eq!(
             (
                 flashed.phase,
@@ -173,12 +180,14 @@ async fn fencing_a_stale_holder_cannot_write_after_another_claim() {
             .await;
         assert!(lease_lost(&retried, &a), "backend: {backend}: {retried:?}");
         assert_eq!(
-            db.renew_leases(&[(id, a.clone())], LEASE).await.unwrap(),
+            db.renew_leases(&[(id, a.clone())], LEASE)
+                .await
+                .expect("a test step"),
             Vec::<OperationId>::new(),
             "backend: {backend}: a lost lease is not renewed"
         );
         assert!(
-            !db.release_lease(id, &a).await.unwrap(),
+            !db.release_lease(id, &a).await.expect("a test step"),
             "backend: {backend}: a lost lease is not released"
         );
 
@@ -207,14 +216,16 @@ async fn fencing_a_stale_holder_cannot_write_after_another_claim() {
         assert!(
             !db.device_firmware(device.id)
                 .await
-                .unwrap()
-                .unwrap()
+                .expect("a test step")
+                .expect("a test step")
                 .installed,
             "backend: {backend}: the refused completion marked nothing installed"
         );
         // engine-b still holds it.
         assert_eq!(
-            db.renew_leases(&[(id, b.clone())], LEASE).await.unwrap(),
+            db.renew_leases(&[(id, b.clone())], LEASE)
+                .await
+                .expect("a test step"),
             [id],
             "backend: {backend}"
         );
@@ -228,7 +239,10 @@ async fn fencing_a_second_flash_needs_restart_unflashed() {
         let backend = test_db.backend();
         let chain = chain(db, "acme").await;
         let id = queued(db, &chain, "ap-1").await.id;
-        let fence = db.claim_for_test(id, "engine-a").await.unwrap();
+        let fence = db
+            .claim_for_test(id, "engine-a")
+            .await
+            .expect("a test step");
 
         // Before the flash there is nothing to restart.
         let refused = db.restart_unflashed(id, &fence, "Not flashed").await;
@@ -242,8 +256,8 @@ async fn fencing_a_second_flash_needs_restart_unflashed() {
             &progress(UpgradePhase::TestingImage, 60, "Testing the image"),
         )
         .await
-        .unwrap()
-        .unwrap();
+        .expect("a test step")
+        .expect("a test step");
         let testing = stored(db, id).await;
         let refused = db.restart_unflashed(id, &fence, "Not flashed").await;
         assert!(
@@ -271,8 +285,8 @@ async fn fencing_a_second_flash_needs_restart_unflashed() {
         let first = db
             .begin_flash(id, &fence, Some("boot-1"), "Flashing")
             .await
-            .unwrap()
-            .unwrap();
+            .expect("a test step")
+            .expect("a test step");
         assert_eq!(
             (
                 first.phase,
@@ -307,8 +321,8 @@ async fn fencing_a_second_flash_needs_restart_unflashed() {
             &progress(UpgradePhase::WaitingForReboot, 70, "Waiting for the reboot"),
         )
         .await
-        .unwrap()
-        .unwrap();
+        .expect("a test step")
+        .expect("a test step");
         let again = db
             .begin_flash(id, &fence, Some("boot-2"), "Flashing again")
             .await;
@@ -321,8 +335,8 @@ async fn fencing_a_second_flash_needs_restart_unflashed() {
         let restarted = db
             .restart_unflashed(id, &fence, "Same boot id, old release: not flashed")
             .await
-            .unwrap()
-            .unwrap();
+            .expect("a test step")
+            .expect("a test step");
         assert_eq!(
             (
                 restarted.status,
@@ -343,8 +357,8 @@ async fn fencing_a_second_flash_needs_restart_unflashed() {
         let second = db
             .begin_flash(id, &fence, Some("boot-2"), "Flashing (second attempt)")
             .await
-            .unwrap()
-            .unwrap();
+            .expect("a test step")
+            .expect("a test step");
         assert_eq!(
             (
                 second.phase,
@@ -358,13 +372,13 @@ async fn fencing_a_second_flash_needs_restart_unflashed() {
         // A boot id the upgrader could not read is recorded as unknown.
         db.restart_unflashed(id, &fence, "Not flashed")
             .await
-            .unwrap()
-            .unwrap();
+            .expect("a test step")
+            .expect("a test step");
         let third = db
             .begin_flash(id, &fence, None, "Flashing (third attempt)")
             .await
-            .unwrap()
-            .unwrap();
+            .expect("a test step")
+            .expect("a test step");
         assert_eq!(
             (third.flash_attempts, third.flash_boot_id),
             (3, None),
@@ -383,9 +397,12 @@ async fn fencing_leases_use_the_database_clock() {
         let chain = chain(db, "acme").await;
         let first = queued(db, &chain, "ap-1").await.id;
 
-        let claimed = db.claim_operations("engine-a", LEASE, 10).await.unwrap();
+        let claimed = db
+            .claim_operations("engine-a", LEASE, 10)
+            .await
+            .expect("a test step");
         assert_eq!(ids(&claimed), [first], "backend: {backend}");
-        let lease = claimed[0].lease.clone().unwrap();
+        let lease = claimed[0].lease.clone().expect("a test step");
         assert!(
             expires_a_lease_from_now(lease.expires_at),
             "backend: {backend}: {lease:?}"
@@ -394,7 +411,7 @@ async fn fencing_leases_use_the_database_clock() {
         let taken = ahead
             .claim_operations("engine-ahead", LEASE, 10)
             .await
-            .unwrap();
+            .expect("a test step");
         assert!(
             taken.is_empty(),
             "backend: {backend}: a server whose clock is ahead took a live lease: {taken:?}"
@@ -406,13 +423,13 @@ async fn fencing_leases_use_the_database_clock() {
         );
 
         // Expired by the database's clock: claimable for a server whose clock is behind.
-        db.expire_lease(first).await.unwrap();
+        db.expire_lease(first).await.expect("a test step");
         let recovered = behind
             .claim_operations("engine-behind", LEASE, 10)
             .await
-            .unwrap();
+            .expect("a test step");
         assert_eq!(ids(&recovered), [first], "backend: {backend}");
-        let behind_lease = recovered[0].lease.clone().unwrap();
+        let behind_lease = recovered[0].lease.clone().expect("a test step");
         assert_eq!(
             (behind_lease.owner.as_str(), behind_lease.epoch),
             ("engine-behind", 2),
@@ -428,9 +445,9 @@ async fn fencing_leases_use_the_database_clock() {
         let claimed = ahead
             .claim_operations("engine-ahead", LEASE, 10)
             .await
-            .unwrap();
+            .expect("a test step");
         assert_eq!(ids(&claimed), [second], "backend: {backend}");
-        let ahead_lease = claimed[0].lease.clone().unwrap();
+        let ahead_lease = claimed[0].lease.clone().expect("a test step");
         assert!(
             expires_a_lease_from_now(ahead_lease.expires_at),
             "backend: {backend}: the lease of a server whose clock is ahead: {ahead_lease:?}"
@@ -445,11 +462,11 @@ async fn fencing_leases_use_the_database_clock() {
                 handle
                     .renew_leases(&[(id, lease.fence())], LEASE)
                     .await
-                    .unwrap(),
+                    .expect("a test step"),
                 [id],
                 "backend: {backend}"
             );
-            let renewed = stored(db, id).await.lease.unwrap();
+            let renewed = stored(db, id).await.lease.expect("a test step");
             assert!(
                 expires_a_lease_from_now(renewed.expires_at) && renewed.epoch == lease.epoch,
                 "backend: {backend}: renewed by {}: {renewed:?}",
@@ -463,13 +480,13 @@ async fn fencing_leases_use_the_database_clock() {
         let claimed = db
             .claim_operations("engine-a", Duration::from_millis(500), 10)
             .await
-            .unwrap();
+            .expect("a test step");
         assert_eq!(ids(&claimed), [third], "backend: {backend}");
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let recovered = behind
             .claim_operations("engine-behind", LEASE, 10)
             .await
-            .unwrap();
+            .expect("a test step");
         assert_eq!(
             ids(&recovered),
             [third],
@@ -481,8 +498,8 @@ async fn fencing_leases_use_the_database_clock() {
         let retried = ahead
             .schedule_retry(second, &ahead_lease.fence(), Duration::ZERO, "Retrying")
             .await
-            .unwrap()
-            .unwrap();
+            .expect("a test step")
+            .expect("a test step");
         let now = flashfleet_models::time::now();
         assert!(
             retried
@@ -491,7 +508,10 @@ async fn fencing_leases_use_the_database_clock() {
             "backend: {backend}: next attempt {:?}",
             retried.next_attempt_at
         );
-        let claimed = db.claim_operations("engine-a", LEASE, 10).await.unwrap();
+        let claimed = db
+            .claim_operations("engine-a", LEASE, 10)
+            .await
+            .expect("a test step");
         assert_eq!(ids(&claimed), [second], "backend: {backend}");
     }
 }
@@ -512,7 +532,10 @@ async fn fencing_concurrent_claims_increment_the_epoch_once_each() {
         }
         operations.sort();
 
-        let handles = [db.clone(), Db::connect(&test_db.config()).await.unwrap()];
+        let handles = [
+            db.clone(),
+            Db::connect(&test_db.config()).await.expect("a test step"),
+        ];
         let barrier = Arc::new(Barrier::new(CLAIMERS));
         let tasks = (0..CLAIMERS).map(|index| {
             let handle = handles[index % 2].clone();
@@ -523,7 +546,10 @@ async fn fencing_concurrent_claims_increment_the_epoch_once_each() {
                 let mut mine = Vec::new();
                 // Small batches, so that the claimers keep claiming while the others do.
                 loop {
-                    let claimed = handle.claim_operations(&owner, LEASE, 2).await.unwrap();
+                    let claimed = handle
+                        .claim_operations(&owner, LEASE, 2)
+                        .await
+                        .expect("a test step");
                     if claimed.is_empty() {
                         break (owner, mine);
                     }
@@ -576,17 +602,23 @@ async fn fencing_begin_flash_racing_from_two_fences_never_lets_both_succeed() {
     for test_db in TestDb::all().await {
         let db = test_db.db();
         let backend = test_db.backend();
-        let other = Db::connect(&test_db.config()).await.unwrap();
+        let other = Db::connect(&test_db.config()).await.expect("a test step");
         let chain = chain(db, "acme").await;
         let device = device(db, chain.organization.id, "ap-1", BOARD).await;
         for round in 0..ROUNDS {
             let operation = operation(db, &device, &chain.image).await;
             let id = operation.id;
-            let claimed = db.claim_operations("engine-a", LEASE, 1).await.unwrap();
+            let claimed = db
+                .claim_operations("engine-a", LEASE, 1)
+                .await
+                .expect("a test step");
             assert_eq!(ids(&claimed), [id], "backend: {backend}: round {round}");
             let a = fence_of(&claimed[0]);
-            db.expire_lease(id).await.unwrap();
-            let claimed = other.claim_operations("engine-b", LEASE, 1).await.unwrap();
+            db.expire_lease(id).await.expect("a test step");
+            let claimed = other
+                .claim_operations("engine-b", LEASE, 1)
+                .await
+                .expect("a test step");
             assert_eq!(ids(&claimed), [id], "backend: {backend}: round {round}");
             let b = fence_of(&claimed[0]);
             assert_eq!(b.epoch, a.epoch + 1, "backend: {backend}: round {round}");
@@ -652,8 +684,8 @@ async fn fencing_begin_flash_racing_from_two_fences_never_lets_both_succeed() {
             );
             db.complete_operation(id, None, &completion(UpgradeStatus::Failed, false))
                 .await
-                .unwrap()
-                .unwrap();
+                .expect("a test step")
+                .expect("a test step");
         }
     }
 }
@@ -664,19 +696,22 @@ async fn fencing_begin_flash_racing_a_recovery_claim_flashes_once() {
     for test_db in TestDb::all().await {
         let db = test_db.db();
         let backend = test_db.backend();
-        let other = Db::connect(&test_db.config()).await.unwrap();
+        let other = Db::connect(&test_db.config()).await.expect("a test step");
         let chain = chain(db, "acme").await;
         let device = device(db, chain.organization.id, "ap-1", BOARD).await;
         let mut outcomes = [0_usize; 3];
         for round in 0..ROUNDS {
             let operation = operation(db, &device, &chain.image).await;
             let id = operation.id;
-            let claimed = db.claim_operations("engine-a", LEASE, 1).await.unwrap();
+            let claimed = db
+                .claim_operations("engine-a", LEASE, 1)
+                .await
+                .expect("a test step");
             assert_eq!(ids(&claimed), [id], "backend: {backend}: round {round}");
             let a = fence_of(&claimed[0]);
             // engine-a stalls right before its flash: its lease expires unrenewed, and
             // engine-b's claim races engine-a's flash.
-            db.expire_lease(id).await.unwrap();
+            db.expire_lease(id).await.expect("a test step");
 
             let barrier = Arc::new(Barrier::new(2));
             let stale = {
@@ -702,8 +737,8 @@ async fn fencing_begin_flash_racing_a_recovery_claim_flashes_once() {
                     RepoResult::Ok(Some((b, flashed)))
                 })
             };
-            let stale = stale.await.unwrap();
-            let recovery = recovery.await.unwrap().unwrap();
+            let stale = stale.await.expect("a test step");
+            let recovery = recovery.await.expect("a test step").expect("a test step");
 
             let after = stored(db, id).await;
             let (winner, index) = match (&stale, &recovery) {
@@ -736,8 +771,8 @@ async fn fencing_begin_flash_racing_a_recovery_claim_flashes_once() {
             );
             db.complete_operation(id, None, &completion(UpgradeStatus::Failed, false))
                 .await
-                .unwrap()
-                .unwrap();
+                .expect("a test step")
+                .expect("a test step");
         }
         eprintln!(
             "backend: {backend}: engine-a flashed first {} times (engine-b unclaimed {}, refused {}), engine-b {} times",
@@ -760,7 +795,7 @@ async fn fencing_a_renewal_is_not_undone_by_a_concurrent_write() {
     for test_db in TestDb::all().await {
         let db = test_db.db();
         let backend = test_db.backend();
-        let heartbeat = Db::connect(&test_db.config()).await.unwrap();
+        let heartbeat = Db::connect(&test_db.config()).await.expect("a test step");
         let chain = chain(db, "acme").await;
         let device = device(db, chain.organization.id, "ap-1", BOARD).await;
         let mut lost = Vec::new();
@@ -770,7 +805,7 @@ async fn fencing_a_renewal_is_not_undone_by_a_concurrent_write() {
             let claimed = db
                 .claim_operations("engine-a", Duration::from_secs(2), 1)
                 .await
-                .unwrap();
+                .expect("a test step");
             let a = fence_of(&claimed[0]);
             let writer = {
                 let (db, a) = (db.clone(), a.clone());
@@ -782,8 +817,8 @@ async fn fencing_a_renewal_is_not_undone_by_a_concurrent_write() {
                             &progress(UpgradePhase::Connecting, step, "Connecting"),
                         )
                         .await
-                        .unwrap()
-                        .unwrap();
+                        .expect("a test step")
+                        .expect("a test step");
                     }
                 })
             };
@@ -792,23 +827,26 @@ async fn fencing_a_renewal_is_not_undone_by_a_concurrent_write() {
                 tokio::spawn(async move {
                     let pause = u64::try_from(round * 137 % 3000).unwrap_or_default();
                     tokio::time::sleep(Duration::from_micros(pause)).await;
-                    heartbeat.renew_leases(&[(id, a)], LEASE).await.unwrap()
+                    heartbeat
+                        .renew_leases(&[(id, a)], LEASE)
+                        .await
+                        .expect("a test step")
                 })
             };
-            writer.await.unwrap();
+            writer.await.expect("a test step");
             assert_eq!(
-                renewal.await.unwrap(),
+                renewal.await.expect("a test step"),
                 [id],
                 "backend: {backend}: round {round}"
             );
-            let lease = stored(db, id).await.lease.unwrap();
+            let lease = stored(db, id).await.lease.expect("a test step");
             if !expires_a_lease_from_now(lease.expires_at) {
                 lost.push((round, lease.expires_at - flashfleet_models::time::now()));
             }
             db.complete_operation(id, None, &completion(UpgradeStatus::Failed, false))
                 .await
-                .unwrap()
-                .unwrap();
+                .expect("a test step")
+                .expect("a test step");
         }
         assert!(
             lost.is_empty(),

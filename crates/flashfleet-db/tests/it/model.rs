@@ -94,8 +94,8 @@ impl Model<'_> {
         self.db
             .operation(&Scope::All, self.id)
             .await
-            .unwrap()
-            .unwrap()
+            .expect("a test step")
+            .expect("a test step")
     }
 
     async fn apply(&mut self, action: Action) {
@@ -108,7 +108,7 @@ impl Model<'_> {
                     .db
                     .claim_operations(&format!("engine-{engine}"), LEASE, 10)
                     .await
-                    .unwrap();
+                    .expect("a test step");
                 if let Some(lease) = claimed
                     .iter()
                     .find(|operation| operation.id == self.id)
@@ -129,13 +129,13 @@ impl Model<'_> {
                     .db
                     .renew_leases(&[(self.id, fence)], LEASE)
                     .await
-                    .unwrap();
+                    .expect("a test step");
                 if renewed.is_empty() {
                     self.engines[engine].drop_run();
                 }
             }
             Action::Expire => {
-                self.db.expire_lease(self.id).await.unwrap();
+                self.db.expire_lease(self.id).await.expect("a test step");
                 // Each engine's local deadline passed before the database's expiry: its run
                 // stopped (what it was about to send is never sent), unless it was frozen.
                 for engine in &mut self.engines {
@@ -250,8 +250,8 @@ impl Model<'_> {
             .db
             .device_firmware(stored.device_id)
             .await
-            .unwrap()
-            .unwrap()
+            .expect("a test step")
+            .expect("a test step")
             .installed;
         match stored.status {
             UpgradeStatus::Success => {
@@ -274,7 +274,7 @@ async fn run_case(db: &Db, chain: &Chain, index: usize, actions: &[Action]) {
             &NewUpgradeOperation::new(device.id, chain.image.id).into_operation(),
         )
         .await
-        .unwrap();
+        .expect("a test step");
     let mut model = Model {
         db,
         id: operation.id,
@@ -301,7 +301,10 @@ async fn run_case(db: &Db, chain: &Chain, index: usize, actions: &[Action]) {
         }
     }
     let stored = model.stored().await;
-    assert!(stored.status.is_final(), "never ended: {history:?}: {stored:?}");
+    assert!(
+        stored.status.is_final(),
+        "never ended: {history:?}: {stored:?}"
+    );
     assert!(
         stored.status == UpgradeStatus::Cancelled
             || (stored.status == UpgradeStatus::Success) == model.device.runs_new,
@@ -316,7 +319,7 @@ fn model_interleavings_of_two_engines_keep_every_promise() {
         .worker_threads(2)
         .enable_all()
         .build()
-        .unwrap();
+        .expect("a test step");
     for test_db in runtime.block_on(TestDb::all()) {
         let db = test_db.db().clone();
         let chain = runtime.block_on(chain(&db, "acme"));

@@ -37,8 +37,8 @@ async fn crash_after(phase: UpgradePhase) {
                 false,
             )
             .await
-            .unwrap()
-            .unwrap();
+            .expect("a test step")
+            .expect("a test step");
 
         // The first engine, on a runtime of its own, dies right after persisting `phase`.
         let dying_db = db.clone().with_own_faults();
@@ -47,7 +47,7 @@ async fn crash_after(phase: UpgradePhase) {
             .worker_threads(2)
             .enable_all()
             .build()
-            .unwrap();
+            .expect("a test step");
         let dying = world.engine(&dying_db, fast_config("engine-dying"));
         runtime.spawn(async move { dying.run_until_idle().await });
         tokio::time::timeout(Duration::from_secs(60), dying_db.faults().halted())
@@ -60,7 +60,7 @@ async fn crash_after(phase: UpgradePhase) {
             });
         runtime.shutdown_background();
         // Its heartbeat died with it: its lease runs out.
-        db.expire_lease(operation.id).await.unwrap();
+        db.expire_lease(operation.id).await.expect("a test step");
 
         let next = world.engine(db, fast_config("engine-next"));
         tokio::time::timeout(BOUND, next.run_until_idle())
@@ -71,14 +71,18 @@ async fn crash_after(phase: UpgradePhase) {
                     test_db.backend()
                 )
             })
-            .unwrap();
+            .expect("a test step");
 
         let stored = db
             .operation(&Scope::All, operation.id)
             .await
-            .unwrap()
-            .unwrap();
-        let firmware = db.device_firmware(device_id).await.unwrap().unwrap();
+            .expect("a test step")
+            .expect("a test step");
+        let firmware = db
+            .device_firmware(device_id)
+            .await
+            .expect("a test step")
+            .expect("a test step");
         let context = format!(
             "backend: {}: crashed after {phase}: flashed {} times, runs {}: {}",
             test_db.backend(),
@@ -103,7 +107,9 @@ async fn crash_after(phase: UpgradePhase) {
         let expected_recovery = match phase {
             UpgradePhase::Queued | UpgradePhase::Done => None,
             UpgradePhase::Flashing => Some("The flash command never reached the device"),
-            phase if phase.is_past_flash() => Some("after the flash command; checking what the device runs now"),
+            phase if phase.is_past_flash() => {
+                Some("after the flash command; checking what the device runs now")
+            }
             _ => Some("before the flash; starting again"),
         };
         if let Some(line) = expected_recovery {
@@ -111,7 +117,11 @@ async fn crash_after(phase: UpgradePhase) {
         }
         assert_eq!(
             stored.flash_attempts,
-            if phase == UpgradePhase::Flashing { 2 } else { 1 },
+            if phase == UpgradePhase::Flashing {
+                2
+            } else {
+                1
+            },
             "{context}"
         );
         // And here the device is healthy: every crash point ends with one flash and success.

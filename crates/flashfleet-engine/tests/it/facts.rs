@@ -25,8 +25,8 @@ fn reboot() -> RebootTiming {
 async fn stored(db: &Db, operation: &UpgradeOperation) -> UpgradeOperation {
     db.operation(&Scope::All, operation.id)
         .await
-        .unwrap()
-        .unwrap()
+        .expect("a test step")
+        .expect("a test step")
 }
 
 async fn assign(engine: &Engine, world: &World, index: usize) -> UpgradeOperation {
@@ -39,15 +39,15 @@ async fn assign(engine: &Engine, world: &World, index: usize) -> UpgradeOperatio
             false,
         )
         .await
-        .unwrap()
-        .unwrap()
+        .expect("a test step")
+        .expect("a test step")
 }
 
 async fn installed(db: &Db, operation: &UpgradeOperation) -> bool {
     db.device_firmware(operation.device_id)
         .await
-        .unwrap()
-        .unwrap()
+        .expect("a test step")
+        .expect("a test step")
         .installed
 }
 
@@ -87,10 +87,10 @@ async fn fencing_a_late_heartbeat_against_a_second_engine_flashes_once_and_never
         }
         while !stored(db, &operation).await.status.is_final() {
             assert!(tokio::time::Instant::now() < deadline, "never finished");
-            punctual.run_until_idle().await.unwrap();
+            punctual.run_until_idle().await.expect("a test step");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        late_run.await.unwrap().unwrap();
+        late_run.await.expect("a test step").expect("a test step");
 
         let finished = stored(db, &operation).await;
         let context = format!("backend: {}: {}", test_db.backend(), finished.log);
@@ -120,7 +120,7 @@ async fn a_device_that_comes_back_on_its_old_release_is_failed_not_installed_and
         let device = world.fleet.devices()[0].clone();
         let engine = world.engine(db, fast_config("engine"));
         let operation = assign(&engine, &world, 0).await;
-        engine.run_until_idle().await.unwrap();
+        engine.run_until_idle().await.expect("a test step");
 
         let finished = stored(db, &operation).await;
         let context = format!("backend: {}: {}", test_db.backend(), finished.log);
@@ -141,7 +141,7 @@ async fn a_device_that_comes_back_on_its_old_release_is_failed_not_installed_and
         faults.comes_back_with_old_release = false;
         device.set_faults(faults);
         let again = assign(&engine, &world, 0).await;
-        engine.run_until_idle().await.unwrap();
+        engine.run_until_idle().await.expect("a test step");
         let finished = stored(db, &again).await;
         assert_eq!(
             (finished.status, installed(db, &again).await),
@@ -193,7 +193,10 @@ async fn a_trickling_upload_is_cut_at_its_deadline_and_frees_the_only_upload_per
         // Once the slow device holds the only upload permit, the healthy one is assigned.
         let started = tokio::time::Instant::now();
         while stored(db, &trickling).await.phase < UpgradePhase::Uploading {
-            assert!(started.elapsed() < Duration::from_secs(30), "never uploading");
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "never uploading"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let waiting = assign(&engine, &world, 1).await;
@@ -204,7 +207,7 @@ async fn a_trickling_upload_is_cut_at_its_deadline_and_frees_the_only_upload_per
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         shutdown.cancel();
-        running.await.unwrap().unwrap();
+        running.await.expect("a test step").expect("a test step");
 
         let cut = stored(db, &trickling).await;
         let served = stored(db, &waiting).await;

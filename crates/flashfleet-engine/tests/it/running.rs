@@ -430,7 +430,7 @@ async fn a_stopping_engine_leaves_its_operations_at_their_last_persisted_step() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_whose_heartbeat_comes_late_stops_its_run_and_never_runs_an_upgrade_twice_at_once()
-{
+ {
     for test_db in TestDb::all().await {
         let db = test_db.db();
         let fixture = fixture(db).await;

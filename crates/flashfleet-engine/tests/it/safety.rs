@@ -8,9 +8,7 @@ use std::time::Duration;
 use flashfleet_db::Db;
 use flashfleet_db::testing::TestDb;
 use flashfleet_engine::{Engine, EngineConfig, EventBus};
-use flashfleet_models::repository::{
-    DeviceRepository, DirectoryRepository, UpgradeRepository,
-};
+use flashfleet_models::repository::{DeviceRepository, DirectoryRepository, UpgradeRepository};
 use flashfleet_models::{
     NewOrganization, Scope, UpgradeOperation, UpgradeOptions, UpgradePhase, UpgradeStatus,
 };
@@ -38,15 +36,15 @@ fn engine_with(db: &Db, upgrader: &Arc<ScriptedUpgrader>, config: EngineConfig) 
 async fn stored(db: &Db, operation: &UpgradeOperation) -> UpgradeOperation {
     db.operation(&Scope::All, operation.id)
         .await
-        .unwrap()
-        .unwrap()
+        .expect("a test step")
+        .expect("a test step")
 }
 
 async fn installed(db: &Db, operation: &UpgradeOperation) -> bool {
     db.device_firmware(operation.device_id)
         .await
-        .unwrap()
-        .unwrap()
+        .expect("a test step")
+        .expect("a test step")
         .installed
 }
 
@@ -80,10 +78,10 @@ async fn fencing_an_engine_whose_clock_is_60_s_ahead_cannot_take_a_live_lease() 
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         while !stored(db, &operation).await.status.is_final() {
-            skewed.run_until_idle().await.unwrap();
+            skewed.run_until_idle().await.expect("a test step");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        honest_run.await.unwrap().unwrap();
+        honest_run.await.expect("a test step").expect("a test step");
 
         let finished = stored(db, &operation).await;
         assert_eq!(
@@ -136,13 +134,13 @@ async fn fencing_a_late_heartbeat_lets_the_next_engine_take_over_and_the_first_f
         // The second engine polls until the first one's lease expired and it could claim.
         while upgrader.upgrades_of(operation.device_id) < 2 {
             assert!(tokio::time::Instant::now() < deadline, "never taken over");
-            punctual.run_until_idle().await.unwrap();
+            punctual.run_until_idle().await.expect("a test step");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        late_run.await.unwrap().unwrap();
+        late_run.await.expect("a test step").expect("a test step");
         while !stored(db, &operation).await.status.is_final() {
             assert!(tokio::time::Instant::now() < deadline, "never finished");
-            punctual.run_until_idle().await.unwrap();
+            punctual.run_until_idle().await.expect("a test step");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
 
@@ -182,7 +180,7 @@ async fn an_operation_found_waiting_for_reboot_after_the_task_timeout_is_verifie
         engine_with(db, &upgrader, config)
             .run_until_idle()
             .await
-            .unwrap();
+            .expect("a test step");
 
         let finished = stored(db, &operation).await;
         assert_eq!(
@@ -213,15 +211,15 @@ async fn a_deactivated_device_past_the_flash_is_verified_before_its_operation_en
         let mut device = db
             .device(&Scope::All, operation.device_id)
             .await
-            .unwrap()
-            .unwrap();
+            .expect("a test step")
+            .expect("a test step");
         device.is_deactivated = true;
-        db.update_device(&device).await.unwrap();
+        db.update_device(&device).await.expect("a test step");
         let upgrader = Arc::new(ScriptedUpgrader::default());
         engine_with(db, &upgrader, fast_config("engine-b"))
             .run_until_idle()
             .await
-            .unwrap();
+            .expect("a test step");
 
         let finished = stored(db, &operation).await;
         assert_eq!(
@@ -253,7 +251,7 @@ async fn past_the_flash_without_an_upgrader_the_operation_fails_as_unverified_an
         )
         .run_until_idle()
         .await
-        .unwrap();
+        .expect("a test step");
 
         let finished = stored(db, &operation).await;
         assert_eq!(
@@ -284,10 +282,10 @@ async fn a_flash_the_device_did_not_take_is_failed_not_installed_and_can_be_assi
         upgrader
             .scripts
             .lock()
-            .unwrap()
+            .expect("a test step")
             .insert(operation.device_id, vec![Step::ComesBackOld, Step::Succeed]);
         let engine = engine_with(db, &upgrader, fast_config("engine-a"));
-        engine.run_until_idle().await.unwrap();
+        engine.run_until_idle().await.expect("a test step");
 
         let finished = stored(db, &operation).await;
         assert_eq!(
@@ -308,9 +306,9 @@ async fn a_flash_the_device_did_not_take_is_failed_not_installed_and_can_be_assi
                 false,
             )
             .await
-            .unwrap();
+            .expect("a test step");
         assert!(again.is_some(), "backend: {}", test_db.backend());
-        engine.run_until_idle().await.unwrap();
+        engine.run_until_idle().await.expect("a test step");
         assert!(installed(db, &operation).await);
     }
 }
@@ -323,8 +321,8 @@ async fn credentials_that_do_not_decrypt_fail_the_operation_at_once_naming_the_c
         let operation = queued_device(db, &fixture, "ap-1").await;
         // A server started with another secret key than the one that stored the credentials.
         let mut config = test_db.config();
-        config.secret_key = flashfleet_db::SecretKey::generate().unwrap();
-        let other_key = Db::connect(&config).await.unwrap();
+        config.secret_key = flashfleet_db::SecretKey::generate().expect("a test step");
+        let other_key = Db::connect(&config).await.expect("a test step");
         let upgrader = Arc::new(ScriptedUpgrader::default());
         tokio::time::timeout(
             Duration::from_secs(30),
@@ -332,7 +330,7 @@ async fn credentials_that_do_not_decrypt_fail_the_operation_at_once_naming_the_c
         )
         .await
         .expect("the operation ends instead of being claimed again and again")
-        .unwrap();
+        .expect("a test step");
 
         let finished = stored(db, &operation).await;
         assert_eq!(
@@ -347,7 +345,10 @@ async fn credentials_that_do_not_decrypt_fail_the_operation_at_once_naming_the_c
             "{}",
             finished.log
         );
-        assert!(!finished.log.contains("secret\""), "never the secret itself");
+        assert!(
+            !finished.log.contains("secret\""),
+            "never the secret itself"
+        );
         assert_eq!(upgrader.upgrades_of(operation.device_id), 0);
     }
 }
@@ -367,7 +368,7 @@ async fn a_failure_before_the_first_report_is_an_attempt_and_ends_the_operation(
         )
         .await
         .expect("the operation ends instead of being claimed again and again")
-        .unwrap();
+        .expect("a test step");
 
         let finished = stored(db, &operation).await;
         // fast_config allows 2 retries: three attempts in all, each persisted.
@@ -380,7 +381,10 @@ async fn a_failure_before_the_first_report_is_an_attempt_and_ends_the_operation(
         );
         assert!(finished.started.is_some());
         assert_eq!(
-            finished.log.matches("Detected a recoverable failure").count(),
+            finished
+                .log
+                .matches("Detected a recoverable failure")
+                .count(),
             2,
             "{}",
             finished.log
@@ -403,7 +407,8 @@ async fn a_write_in_flight_at_the_task_timeout_ends_its_transaction() {
         let operation = queued_device(db, &fixture, "ap-1").await;
         let slow = db.clone();
         // The upgrader's first report holds its write transaction open past the task timeout.
-        slow.faults().delay_writes(Some(Duration::from_millis(1500)));
+        slow.faults()
+            .delay_writes(Some(Duration::from_millis(1500)));
         let upgrader = Arc::new(ScriptedUpgrader::default());
         let config = EngineConfig {
             task_timeout: Duration::from_millis(500),
@@ -412,7 +417,7 @@ async fn a_write_in_flight_at_the_task_timeout_ends_its_transaction() {
         engine_with(&slow, &upgrader, config)
             .run_until_idle()
             .await
-            .unwrap();
+            .expect("a test step");
         slow.faults().delay_writes(None);
 
         let finished = stored(db, &operation).await;
@@ -434,6 +439,6 @@ async fn a_write_in_flight_at_the_task_timeout_ends_its_transaction() {
         )
         .await
         .expect("no transaction left open holds the database");
-        insert.unwrap();
+        insert.expect("a test step");
     }
 }

@@ -201,7 +201,6 @@ impl ScriptedUpgrader {
             Step::Abort => Err(UpgradeError::aborted("Device UUID mismatch")),
         }
     }
-
 }
 
 /// One run of the scripted upgrader, counted out when dropped.

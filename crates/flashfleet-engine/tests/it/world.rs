@@ -50,7 +50,7 @@ impl World {
         reboot: RebootTiming,
         spec: impl Fn(&mut DeviceSpec),
     ) -> World {
-        let directory = tempfile::tempdir().unwrap();
+        let directory = tempfile::tempdir().expect("a test step");
         let image_path = directory
             .path()
             .join("openwrt-ath79-generic-tplink_archer-c7-v2-squashfs-sysupgrade.bin");
@@ -60,44 +60,53 @@ impl World {
             .version_field("version", NEW_VERSION)
             .version_field("revision", "r28427-6df0e3d02a")
             .build()
-            .write_to(std::fs::File::create(&image_path).unwrap())
-            .unwrap();
-        let sha256: String = Sha256::digest(std::fs::read(&image_path).unwrap())
+            .write_to(std::fs::File::create(&image_path).expect("a test step"))
+            .expect("a test step");
+        let sha256: String = Sha256::digest(std::fs::read(&image_path).expect("a test step"))
             .iter()
             .map(|byte| format!("{byte:02x}"))
             .collect();
         let file_name = image_path
             .file_name()
-            .unwrap()
+            .expect("a test step")
             .to_string_lossy()
             .into_owned();
         let store = FirmwareStore::local(
             directory.path().join("storage"),
             FirmwareStoreOptions::default(),
         )
-        .unwrap();
+        .expect("a test step");
 
         let fixture = fixture(db).await;
         let (build, _) = db
             .build(&Scope::All, fixture.image.build_id)
             .await
-            .unwrap()
-            .unwrap();
+            .expect("a test step")
+            .expect("a test step");
         let newer = db
             .insert_build(&NewBuild::new(build.category_id, NEW_VERSION).into_build())
             .await
-            .unwrap();
+            .expect("a test step");
         // The image is stored as the API stores an upload: streamed, inspected, committed.
         let staged = store
             .upload(
                 newer.id,
                 &file_name,
-                ReaderStream::new(tokio::fs::File::open(&image_path).await.unwrap()),
+                ReaderStream::new(
+                    tokio::fs::File::open(&image_path)
+                        .await
+                        .expect("a test step"),
+                ),
             )
             .await
-            .unwrap();
+            .expect("a test step");
         assert_eq!(staged.sha256(), sha256);
-        let metadata = staged.inspection().unwrap().metadata.as_ref().unwrap();
+        let metadata = staged
+            .inspection()
+            .expect("a test step")
+            .metadata
+            .as_ref()
+            .expect("a test step");
         let mut new_image = NewFirmwareImage {
             build_id: newer.id,
             image_type: String::new(),
@@ -105,14 +114,17 @@ impl World {
             size: staged.size(),
             sha256: staged.sha256().to_owned(),
             storage_key: staged.storage_key().clone(),
-            metadata: Some(serde_json::from_str(metadata.raw_json()).unwrap()),
+            metadata: Some(serde_json::from_str(metadata.raw_json()).expect("a test step")),
             details: Default::default(),
         };
         new_image
             .validate(|image_type| image_type == fixture.image.image_type)
-            .unwrap();
-        staged.commit().await.unwrap();
-        let new_image = db.insert_image(&new_image.into_image()).await.unwrap();
+            .expect("a test step");
+        staged.commit().await.expect("a test step");
+        let new_image = db
+            .insert_image(&new_image.into_image())
+            .await
+            .expect("a test step");
 
         let specs: Vec<DeviceSpec> = (0..devices)
             .map(|_| {
@@ -131,18 +143,23 @@ impl World {
             credentials: ClientCredentials::generate(),
         })
         .await
-        .unwrap();
+        .expect("a test step");
         for (index, simulated) in fleet.devices().iter().enumerate() {
             let mut new_device = NewDevice::new(
                 fixture.organization.id,
                 format!("ap-{index}"),
-                format!("02:00:00:00:01:{index:02X}").parse().unwrap(),
+                format!("02:00:00:00:01:{index:02X}")
+                    .parse()
+                    .expect("a test step"),
             );
             new_device.id = Some(DeviceId(simulated.uuid()));
             new_device.model = MODEL.into();
             new_device.board_name = BOARD_NAME.into();
             new_device.management_ip = Some(simulated.address().ip().to_string());
-            let device = db.insert_device(&new_device.into_device()).await.unwrap();
+            let device = db
+                .insert_device(&new_device.into_device())
+                .await
+                .expect("a test step");
             let mut credentials = NewCredentials::new(
                 Some(fixture.organization.id),
                 format!("ap-{index} root"),
@@ -154,15 +171,15 @@ impl World {
             let credentials = db
                 .insert_credentials(&credentials.into_credentials())
                 .await
-                .unwrap();
+                .expect("a test step");
             db.insert_connection(
                 &NewDeviceConnection::new(device.id, credentials.id).into_connection(&credentials),
             )
             .await
-            .unwrap();
+            .expect("a test step");
             db.insert_device_firmware(&DeviceFirmware::new(device.id, fixture.image.id, true))
                 .await
-                .unwrap();
+                .expect("a test step");
         }
         World {
             fleet,
