@@ -88,6 +88,16 @@ pub(crate) async fn run_operation(
     }
 }
 
+/// How an upgrader's future ended under [`Run::watch`].
+enum Watched<T> {
+    /// It returned this.
+    Ended(T),
+    /// Its time limit passed.
+    TimedOut,
+    /// The run let go of the operation (lease lapsed or lost, or the engine stops).
+    Left,
+}
+
 /// One run of one claimed operation.
 struct Run<'a> {
     shared: &'a Shared,
@@ -167,25 +177,14 @@ impl Run<'_> {
                 (Utc::now() - started).to_std().unwrap_or_default()
             });
         let remaining = self.shared.config.task_timeout.saturating_sub(elapsed);
-        let result = self
-            .while_held(tokio::time::timeout(
-                remaining,
-                target.upgrader.upgrade(&context),
-            ))
-            .await;
-        let Some(result) = result else {
-            // The lease lapsed or was lost: the run stopped at once (its SSH connections
-            // closed with the upgrader's future). Whoever claims the operation next decides
-            // how it ends, by its phase.
-            return Ok(());
+        let result = match self
+            .watch(remaining, target.upgrader.upgrade(&context))
+            .await?
+        {
+            Watched::Ended(result) => Ok(result),
+            Watched::TimedOut => Err(()),
+            Watched::Left => return Ok(()),
         };
-        if self.lease.is_lost() {
-            // Another engine owns the operation now: it decides how it ends.
-            return Ok(());
-        }
-        if self.shared.stopping.load(Ordering::SeqCst) {
-            return self.give_back().await;
-        }
         let Ok(result) = result else {
             if reporter.phase().is_past_flash() {
                 // The flash was persisted before the deadline: the device decides.
@@ -204,17 +203,35 @@ impl Run<'_> {
             .await
     }
 
-    /// Runs `work` (an upgrader's future) while this engine surely holds the lease: `None`
-    /// when the lease was lost or lapsed first, in which case `work` is dropped at once (which
-    /// closes its SSH connections; its writes in flight still end, see `detached`).
-    async fn while_held<T>(&self, work: impl Future<Output = T>) -> Option<T> {
-        tokio::select! {
-            result = work => Some(result),
+    /// Runs `work` (an upgrader's future) within `limit` while this engine surely holds the
+    /// lease. When the lease lapses or is lost first, `work` is dropped at once (which closes
+    /// its SSH connections; its writes in flight still end, see `detached`) and the operation
+    /// is left to whoever claims it next, by its phase; when the engine stops, the lease is
+    /// given back.
+    async fn watch<T>(
+        &self,
+        limit: std::time::Duration,
+        work: impl Future<Output = T>,
+    ) -> Result<Watched<T>, EngineError> {
+        let result = tokio::select! {
+            result = tokio::time::timeout(limit, work) => result,
             () = self.lease.expired() => {
                 tracing::warn!(operation = %self.operation.id, "the lease lapsed or was lost during the upgrade; stopped at once, leaving the operation to its next claim");
-                None
+                return Ok(Watched::Left);
             }
+        };
+        if self.lease.is_lost() {
+            // Another engine owns the operation now: it decides how it ends.
+            return Ok(Watched::Left);
         }
+        if self.shared.stopping.load(Ordering::SeqCst) {
+            self.give_back().await?;
+            return Ok(Watched::Left);
+        }
+        Ok(match result {
+            Ok(result) => Watched::Ended(result),
+            Err(_) => Watched::TimedOut,
+        })
     }
 
     /// Decides an operation at or past the flash from what the device runs: the upgrader's
@@ -235,7 +252,7 @@ impl Run<'_> {
         };
         if recovered {
             self.log(format!(
-                "The previous attempt stopped in phase \"{}\", after the flash command; checking what the device runs now, without flashing it again.",
+                "The previous attempt stopped in phase \"{}\", after the flash command; checking what the device runs now (it is flashed again only if it proves the flash command never reached it).",
                 operation.phase
             ))
             .await?;
@@ -268,21 +285,11 @@ impl Run<'_> {
         };
         let (context, reporter) = self.context(device, &image, &target, Some(previous_flash));
         let budget = self.shared.config.verification_budget;
-        let result = self
-            .while_held(tokio::time::timeout(
-                budget,
-                target.upgrader.verify(&context),
-            ))
-            .await;
-        let Some(result) = result else {
-            return Ok(());
+        let result = match self.watch(budget, target.upgrader.verify(&context)).await? {
+            Watched::Ended(result) => Ok(result),
+            Watched::TimedOut => Err(()),
+            Watched::Left => return Ok(()),
         };
-        if self.lease.is_lost() {
-            return Ok(());
-        }
-        if self.shared.stopping.load(Ordering::SeqCst) {
-            return self.give_back().await;
-        }
         let Ok(result) = result else {
             let line = format!(
                 "{COULD_NOT_VERIFY} within the verification budget of {} s; the image is not recorded as installed.",
