@@ -663,6 +663,7 @@ pub(crate) struct OperationRow {
     pub(crate) lease_epoch: i64,
     pub(crate) flash_attempts: i32,
     pub(crate) flash_boot_id: Option<String>,
+    pub(crate) flash_image: Option<String>,
 }
 
 impl OperationRow {
@@ -693,6 +694,10 @@ impl OperationRow {
                 .map_or(0, |lease| i64::try_from(lease.epoch).unwrap_or(i64::MAX)),
             flash_attempts: i32::try_from(operation.flash_attempts).unwrap_or(i32::MAX),
             flash_boot_id: operation.flash_boot_id.clone(),
+            flash_image: operation
+                .flash_image
+                .as_ref()
+                .map(|image| serde_json::to_string(image).unwrap_or_else(|_| "null".to_owned())),
             details: details_text(&operation.details),
             created: naive(operation.created),
             modified: naive(operation.modified),
@@ -729,6 +734,14 @@ impl OperationRow {
             flash_attempts: u32::try_from(self.flash_attempts)
                 .map_err(|_| DbError::Corrupt(format!("flash attempts {}", self.flash_attempts)))?,
             flash_boot_id: self.flash_boot_id,
+            flash_image: self
+                .flash_image
+                .as_deref()
+                .map(serde_json::from_str::<Option<FirmwareImage>>)
+                .transpose()
+                .map_err(|error| DbError::Corrupt(format!("flash image: {error}")))?
+                .flatten()
+                .map(Box::new),
             details: parse_details(&self.details)?,
             created: utc(self.created),
             modified: utc(self.modified),

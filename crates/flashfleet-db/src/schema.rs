@@ -205,6 +205,7 @@ diesel::table! {
         lease_epoch -> BigInt,
         flash_attempts -> Integer,
         flash_boot_id -> Nullable<Text>,
+        flash_image -> Nullable<Text>,
     }
 }
 

@@ -13,7 +13,8 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use flashfleet_models::repository::{
-    BatchFilter, Completion, OperationFilter, ProgressUpdate, UpgradeCandidate, UpgradeRepository,
+    BatchFilter, Completion, FirmwareRepository, OperationFilter, ProgressUpdate, UpgradeCandidate,
+    UpgradeRepository,
 };
 use flashfleet_models::upgrade_operation::{CANCELLED_BY_USER, append_log, check_cancel};
 use flashfleet_models::{
@@ -484,6 +485,18 @@ impl UpgradeRepository for Db {
         log_line: &str,
     ) -> RepoResult<Option<UpgradeOperation>> {
         let now = self.now();
+        // The image as it is now, kept with the flash: the operation can still be verified
+        // if the image is deleted before it ends.
+        let image_id = self
+            .operation(&Scope::All, id)
+            .await?
+            .and_then(|stored| stored.image_id);
+        let image = match image_id {
+            Some(image_id) => FirmwareRepository::image(self, &Scope::All, image_id)
+                .await?
+                .map(Box::new),
+            None => None,
+        };
         self.change_operation(id, Some(fence), false, false, |operation, _| {
             if operation.status.is_final() || operation.phase.is_past_flash() {
                 // Once per operation: a second flash needs `restart_unflashed` first.
@@ -502,6 +515,7 @@ impl UpgradeRepository for Db {
             changed.started.get_or_insert(now);
             changed.flash_attempts = changed.flash_attempts.saturating_add(1);
             changed.flash_boot_id = boot_id.map(str::to_owned);
+            changed.flash_image.clone_from(&image);
             append_log(&mut changed.log, log_line);
             OperationChange::Write(Box::new(OperationRow::from_model(&changed)))
         })

@@ -264,7 +264,13 @@ impl Run<'_> {
             )
             .await?;
         }
-        let Some(image) = self.image().await? else {
+        // A deleted image is verified against the image as it was when the flash was
+        // recorded.
+        let image = match self.image().await? {
+            Some(image) => Some(image),
+            None => operation.flash_image.clone().map(|image| *image),
+        };
+        let Some(image) = image else {
             let line = format!("{COULD_NOT_VERIFY}: the image of this upgrade has been deleted.");
             return self
                 .finish(UpgradeStatus::Failed, capitalized(&line), false)

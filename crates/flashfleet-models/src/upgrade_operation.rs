@@ -274,6 +274,9 @@ pub struct UpgradeOperation {
     /// flash command, if the upgrader could read one: a device that answers with the same boot
     /// id has not rebooted since.
     pub flash_boot_id: Option<String>,
+    /// The image as it was when the last flash was recorded, so that the operation can still
+    /// be verified once its image was deleted.
+    pub flash_image: Option<Box<crate::FirmwareImage>>,
     /// Integrators' own fields.
     pub details: Details,
     /// When it was created (UTC).
@@ -381,6 +384,7 @@ impl NewUpgradeOperation {
             lease: None,
             flash_attempts: 0,
             flash_boot_id: None,
+            flash_image: None,
             details: self.details,
             created: now,
             modified: now,

@@ -79,15 +79,31 @@ async fn fencing_a_late_heartbeat_against_a_second_engine_flashes_once_and_never
         let punctual_db = db.clone().with_own_faults();
         let punctual = world.engine(&punctual_db, fast_config("engine-punctual"));
 
-        let late_run = tokio::spawn(async move { late.run_until_idle().await });
+        let late_run = tokio::spawn({
+            let late = late.clone();
+            async move { late.run_until_idle().await }
+        });
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         while stored(db, &operation).await.phase < UpgradePhase::Uploading {
             assert!(tokio::time::Instant::now() < deadline, "never uploading");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // Once the operation was taken over (by either engine: the late one may win the claim,
+        // and lapse again), the late engine's heartbeat recovers, so that whichever engine
+        // holds the operation can finish it.
+        let mut recovered = false;
         while !stored(db, &operation).await.status.is_final() {
             assert!(tokio::time::Instant::now() < deadline, "never finished");
             punctual.run_until_idle().await.expect("a test step");
+            if !recovered
+                && stored(db, &operation)
+                    .await
+                    .log
+                    .contains("before the flash; starting again")
+            {
+                late_db.faults().delay_renewals(None);
+                recovered = true;
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         late_run.await.expect("a test step").expect("a test step");

@@ -8,7 +8,9 @@ use std::time::Duration;
 use flashfleet_db::Db;
 use flashfleet_db::testing::TestDb;
 use flashfleet_engine::{Engine, EngineConfig, EventBus};
-use flashfleet_models::repository::{DeviceRepository, DirectoryRepository, UpgradeRepository};
+use flashfleet_models::repository::{
+    DeviceRepository, DirectoryRepository, FirmwareRepository, UpgradeRepository,
+};
 use flashfleet_models::{
     NewOrganization, Scope, UpgradeOperation, UpgradeOptions, UpgradePhase, UpgradeStatus,
 };
@@ -131,12 +133,16 @@ async fn fencing_a_late_heartbeat_lets_the_next_engine_take_over_and_the_first_f
             assert!(tokio::time::Instant::now() < deadline, "never started");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        // The second engine polls until the first one's lease expired and it could claim.
+        // The second engine polls until the first one's lease expired and the operation was
+        // claimed again (by either engine: the late one may win the claim, and lapse again).
         while upgrader.upgrades_of(operation.device_id) < 2 {
             assert!(tokio::time::Instant::now() < deadline, "never taken over");
             punctual.run_until_idle().await.expect("a test step");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // Then the late engine's heartbeat recovers, so that whichever engine holds the
+        // operation can finish it.
+        late_db.faults().delay_renewals(None);
         late_run.await.expect("a test step").expect("a test step");
         while !stored(db, &operation).await.status.is_final() {
             assert!(tokio::time::Instant::now() < deadline, "never finished");
@@ -440,5 +446,39 @@ async fn a_write_in_flight_at_the_task_timeout_ends_its_transaction() {
         .await
         .expect("no transaction left open holds the database");
         insert.expect("a test step");
+    }
+}
+
+#[tokio::test]
+async fn an_operation_past_the_flash_whose_image_was_deleted_is_still_verified() {
+    for test_db in TestDb::all().await {
+        let db = test_db.db();
+        let fixture = fixture(db).await;
+        let operation = queued_device(db, &fixture, "ap-1").await;
+        crashed_at(db, &operation, UpgradePhase::WaitingForReboot).await;
+        db.delete_image(fixture.image.id)
+            .await
+            .expect("a test step")
+            .expect("the image existed");
+        let upgrader = Arc::new(ScriptedUpgrader::default());
+        engine_with(db, &upgrader, fast_config("engine-b"))
+            .run_until_idle()
+            .await
+            .expect("a test step");
+
+        let finished = stored(db, &operation).await;
+        assert_eq!(
+            (finished.status, finished.image_id),
+            (UpgradeStatus::Success, None),
+            "backend: {}: {}",
+            test_db.backend(),
+            finished.log
+        );
+        assert_eq!(
+            finished.flash_image.as_ref().map(|image| image.id),
+            Some(fixture.image.id),
+            "the image as it was at the flash"
+        );
+        assert_eq!(upgrader.verifications_of(operation.device_id), 1);
     }
 }
