@@ -3,16 +3,14 @@
 
 use std::time::Duration;
 
-use flashfleet_db::Db;
 use flashfleet_db::testing::TestDb;
 use flashfleet_devsim::RebootTiming;
 use flashfleet_engine::{Engine, EngineConfig, RetryPolicy};
-use flashfleet_models::repository::{DeviceRepository, UpgradeRepository};
 use flashfleet_models::{
     DeviceId, Scope, UpgradeOperation, UpgradeOptions, UpgradePhase, UpgradeStatus,
 };
 
-use crate::support::fast_config;
+use crate::support::{fast_config, installed, stored};
 use crate::world::{NEW_VERSION, World};
 
 fn reboot() -> RebootTiming {
@@ -20,13 +18,6 @@ fn reboot() -> RebootTiming {
         close_after: Duration::from_millis(50),
         down_for: Duration::from_millis(300),
     }
-}
-
-async fn stored(db: &Db, operation: &UpgradeOperation) -> UpgradeOperation {
-    db.operation(&Scope::All, operation.id)
-        .await
-        .expect("a test step")
-        .expect("a test step")
 }
 
 async fn assign(engine: &Engine, world: &World, index: usize) -> UpgradeOperation {
@@ -41,14 +32,6 @@ async fn assign(engine: &Engine, world: &World, index: usize) -> UpgradeOperatio
         .await
         .expect("a test step")
         .expect("a test step")
-}
-
-async fn installed(db: &Db, operation: &UpgradeOperation) -> bool {
-    db.device_firmware(operation.device_id)
-        .await
-        .expect("a test step")
-        .expect("a test step")
-        .installed
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -8,16 +8,13 @@ use std::time::Duration;
 use flashfleet_db::Db;
 use flashfleet_db::testing::TestDb;
 use flashfleet_engine::{Engine, EngineConfig, EventBus};
-use flashfleet_models::repository::{
-    DeviceRepository, DirectoryRepository, FirmwareRepository, UpgradeRepository,
-};
-use flashfleet_models::{
-    NewOrganization, Scope, UpgradeOperation, UpgradeOptions, UpgradePhase, UpgradeStatus,
-};
+use flashfleet_models::repository::{DeviceRepository, DirectoryRepository, FirmwareRepository};
+use flashfleet_models::{NewOrganization, Scope, UpgradeOptions, UpgradePhase, UpgradeStatus};
 use flashfleet_upgrader::UpgraderRegistry;
 
 use crate::support::{
-    EmptyFiles, SCRIPTED, ScriptedUpgrader, Step, crashed_at, fast_config, fixture, queued_device,
+    EmptyFiles, SCRIPTED, ScriptedUpgrader, Step, crashed_at, fast_config, fixture, installed,
+    queued_device, stored,
 };
 
 fn engine_with(db: &Db, upgrader: &Arc<ScriptedUpgrader>, config: EngineConfig) -> Engine {
@@ -33,21 +30,6 @@ fn engine_with(db: &Db, upgrader: &Arc<ScriptedUpgrader>, config: EngineConfig) 
         EventBus::default(),
         config,
     )
-}
-
-async fn stored(db: &Db, operation: &UpgradeOperation) -> UpgradeOperation {
-    db.operation(&Scope::All, operation.id)
-        .await
-        .expect("a test step")
-        .expect("a test step")
-}
-
-async fn installed(db: &Db, operation: &UpgradeOperation) -> bool {
-    db.device_firmware(operation.device_id)
-        .await
-        .expect("a test step")
-        .expect("a test step")
-        .installed
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

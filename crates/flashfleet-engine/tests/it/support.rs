@@ -360,3 +360,20 @@ pub(crate) async fn crashed_at(db: &Db, operation: &UpgradeOperation, phase: Upg
     }
     db.expire_lease(operation.id).await.expect("test setup");
 }
+
+/// The operation as stored now.
+pub(crate) async fn stored(db: &Db, operation: &UpgradeOperation) -> UpgradeOperation {
+    db.operation(&flashfleet_models::Scope::All, operation.id)
+        .await
+        .expect("a test step")
+        .expect("a test step")
+}
+
+/// Whether the firmware record of the operation's device says its image is installed.
+pub(crate) async fn installed(db: &Db, operation: &UpgradeOperation) -> bool {
+    db.device_firmware(operation.device_id)
+        .await
+        .expect("a test step")
+        .expect("a test step")
+        .installed
+}
